@@ -1,0 +1,84 @@
+"""CIFAR-10 through torchvision, normalised per channel, for the paper's CIFARNET."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torchvision.datasets import CIFAR10
+from torchvision.transforms import v2
+
+from datamodules.vision import VisionDataModule
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_FILES = (
+    "data_batch_1",
+    "data_batch_2",
+    "data_batch_3",
+    "data_batch_4",
+    "data_batch_5",
+    "test_batch",
+    "batches.meta",
+)
+
+
+class CIFAR10DataModule(VisionDataModule):
+    """CIFAR-10: 50,000 training images (``val_size`` of them held out, seeded) and 10,000 test images.
+
+    Args:
+        data_dir: root folder; torchvision reads ``<data_dir>/cifar-10-batches-py/``.
+        batch_size: the global batch; divided by ``trainer.world_size`` under DDP.
+        val_size: training examples held out for validation.
+        train_size: train on only this many of the rest (``None``: all of them).
+        seed: seed of the train/validation split (independent of ``seed_everything``).
+        num_workers: DataLoader worker processes.
+        download: download in ``prepare_data`` when the files are missing.
+        augment: random 32x32 crop with 4 pixels of padding and horizontal flips on the
+            training split (off in the paper's setting).
+    """
+
+    dataset_cls = CIFAR10
+    name = "CIFAR-10"
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        train_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 4,
+        download: bool = True,
+        augment: bool = False,
+    ) -> None:
+        super().__init__(data_dir, batch_size, val_size, train_size, seed, num_workers, download)
+        self.augment = augment
+
+    def train_transform(self) -> Callable:
+        if not self.augment:
+            return self.eval_transform()
+        return v2.Compose(
+            [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), self.eval_transform()]
+        )
+
+    def eval_transform(self) -> Callable:
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+            ]
+        )
+
+    def missing_files_help(self) -> str:
+        folder = (self.data_dir / CIFAR10.base_folder).resolve()
+        return (
+            f"Without a network, put the unpacked Python version of CIFAR-10 into {folder}/ :\n"
+            f"  {'  '.join(CIFAR10_FILES)}\n"
+            f"or put {CIFAR10.filename} itself into {self.data_dir.resolve()}/ and keep "
+            "download=True (torchvision checks its md5 and unpacks it offline).\n"
+            f"Get it from {CIFAR10.url} or, on a machine with internet, with\n"
+            f"  python -c \"import torchvision; torchvision.datasets.CIFAR10('{self.data_dir}', download=True)\""
+        )

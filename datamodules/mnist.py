@@ -1,0 +1,59 @@
+"""MNIST through torchvision, normalised as usual, for the paper's logistic regression and MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchvision.datasets import MNIST
+from torchvision.transforms import v2
+
+from datamodules.vision import VisionDataModule
+
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class MNISTDataModule(VisionDataModule):
+    """MNIST: 60,000 training digits (``val_size`` of them held out, seeded) and 10,000 test digits.
+
+    Args:
+        data_dir: root folder; torchvision reads ``<data_dir>/MNIST/raw/``.
+        batch_size: the global batch; divided by ``trainer.world_size`` under DDP.
+        val_size: training examples held out for validation.
+        train_size: train on only this many of the rest (``None``: all of them).
+        seed: seed of the train/validation split (independent of ``seed_everything``).
+        num_workers: DataLoader worker processes.
+        download: download in ``prepare_data`` when the files are missing.
+    """
+
+    dataset_cls = MNIST
+    name = "MNIST"
+
+    def eval_transform(self) -> Callable:
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(MNIST_MEAN, MNIST_STD),
+            ]
+        )
+
+    def missing_files_help(self) -> str:
+        raw = (self.data_dir / "MNIST" / "raw").resolve()
+        return (
+            f"Without a network, put these four files into {raw}/ :\n"
+            f"  {'  '.join(MNIST_FILES)}\n"
+            "either unpacked, or as the official .gz files (then keep download=True: torchvision "
+            "checks their md5 and unpacks them offline).\n"
+            "Get them on a machine with internet with\n"
+            f"  python -c \"import torchvision; torchvision.datasets.MNIST('{self.data_dir}', download=True)\"\n"
+            f"and copy {self.data_dir}/MNIST/ over, or fetch the .gz files from "
+            "https://ossci-datasets.s3.amazonaws.com/mnist/ ."
+        )

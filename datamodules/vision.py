@@ -1,0 +1,191 @@
+"""Shared base of the image datamodules: seeded split, global batch under DDP, offline errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.accelerators import CUDAAccelerator
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import VisionDataset
+
+
+class DatasetNotFoundError(RuntimeError):
+    """The dataset files are missing and could not be downloaded; the message says where to put them."""
+
+
+class TransformedSubset(Dataset):
+    """Indices into one loaded dataset with their own transform, so train and val share one copy in memory."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable | None) -> None:
+        self.base = base
+        self.indices = list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        image, target = self.base[self.indices[i]]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
+
+
+def split_indices(
+    n: int, val_size: int, train_size: int | None, seed: int
+) -> tuple[list[int], list[int]]:
+    """A seeded random (train, val) split of range(n); the same on every rank and every run."""
+    if val_size < 0:
+        raise ValueError(f"val_size must be >= 0, got {val_size}")
+    if train_size is not None and train_size < 1:
+        raise ValueError(f"train_size must be >= 1 or None, got {train_size}")
+    wanted = val_size + (train_size if train_size is not None else 1)
+    if wanted > n:
+        raise ValueError(
+            f"val_size={val_size} and train_size={train_size} need {wanted} examples, "
+            f"the training set has {n}"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    val = perm[:val_size]
+    rest = perm[val_size:]
+    train = rest if train_size is None else rest[:train_size]
+    return train, val
+
+
+class VisionDataModule(L.LightningDataModule):
+    """Base for torchvision's MNIST/CIFAR-10: subclasses name the dataset, transforms and files.
+
+    ``batch_size`` is the global batch (the paper's 128); under DDP each of the
+    ``trainer.world_size`` processes loads ``batch_size // world_size`` examples per step.
+    """
+
+    dataset_cls: type[VisionDataset]
+    name: str = "dataset"
+
+    def __init__(
+        self,
+        data_dir: str | Path = "data",
+        batch_size: int = 128,
+        val_size: int = 5000,
+        train_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 4,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.train_size = train_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.download = download
+        self.per_device_batch_size = batch_size
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # --- what a subclass provides -------------------------------------------------------
+    def train_transform(self) -> Callable:
+        """Transform of the training split (augmentation goes here)."""
+        return self.eval_transform()
+
+    def eval_transform(self) -> Callable:
+        """Transform of the validation and test splits."""
+        raise NotImplementedError
+
+    def missing_files_help(self) -> str:
+        """Where the files must be and how to get them, for the offline error."""
+        raise NotImplementedError
+
+    # --- Lightning hooks ----------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Download once (Lightning calls this on one process per node)."""
+        if not self.download:
+            return
+        try:
+            for train in (True, False):
+                self.dataset_cls(str(self.data_dir), train=train, download=True)
+        except (OSError, RuntimeError) as err:  # URLError is an OSError
+            raise self._not_found(f"downloading failed: {_last_line(err)}") from err
+
+    def setup(self, stage: str | None = None) -> None:
+        self.per_device_batch_size = self._per_device_batch_size()
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            full = self._load(train=True)
+            train_idx, val_idx = split_indices(len(full), self.val_size, self.train_size, self.seed)
+            self.train_set = TransformedSubset(full, train_idx, self.train_transform())
+            self.val_set = TransformedSubset(full, val_idx, self.eval_transform())
+        if stage in (None, "test", "predict") and self.test_set is None:
+            test = self._load(train=False)
+            self.test_set = TransformedSubset(test, range(len(test)), self.eval_transform())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_size == 0:
+            return []
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False)
+
+    # --- helpers ------------------------------------------------------------------------
+    def _per_device_batch_size(self) -> int:
+        world_size = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        if self.batch_size % world_size != 0:
+            raise ValueError(
+                f"batch_size={self.batch_size} is the global batch and must be divisible by the "
+                f"number of processes (trainer.world_size={world_size}); choose a multiple of {world_size}"
+            )
+        return self.batch_size // world_size
+
+    def _load(self, train: bool) -> VisionDataset:
+        try:
+            return self.dataset_cls(str(self.data_dir), train=train, transform=None, download=False)
+        except RuntimeError as err:
+            reason = "download=False" if not self.download else "the files are not there"
+            raise self._not_found(f"{reason}: {_last_line(err)}") from err
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a loader")
+        return DataLoader(
+            dataset,
+            batch_size=self.per_device_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self._on_cuda(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _on_cuda(self) -> bool:
+        accelerator = getattr(self.trainer, "accelerator", None)
+        if accelerator is not None:
+            return isinstance(accelerator, CUDAAccelerator)
+        return torch.cuda.is_available()
+
+    def _not_found(self, reason: str) -> DatasetNotFoundError:
+        return DatasetNotFoundError(
+            f"{self.name} not found under '{self.data_dir.resolve()}' ({reason}).\n"
+            f"{self.missing_files_help()}"
+        )
+
+
+def _last_line(err: BaseException) -> str:
+    """The informative part of torchvision's errors (its download errors end with the cause)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
