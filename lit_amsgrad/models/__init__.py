@@ -1,0 +1,3 @@
+from lit_amsgrad.models.image_classifier import ImageClassifier
+
+__all__ = ["ImageClassifier"]

@@ -1,0 +1,82 @@
+"""The paper's image tasks as one LightningModule: a network, cross-entropy, accuracy, an injected optimizer."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_amsgrad.models.networks import build_network
+from lit_amsgrad.optim import AMSGrad
+
+
+class ImageClassifier(L.LightningModule):
+    """Trains ``net`` ("logreg", "mlp" or "cifarnet") with whatever optimizer the config names.
+
+    Args:
+        net: which of the paper's networks.
+        optimizer: called with the parameters; in a config a ``class_path``/``init_args`` of any
+            ``lit_amsgrad.optim`` or ``torch.optim`` class. Default: the paper's AMSGrad.
+        lr_scheduler: optional, called with the optimizer; stepped every epoch
+            (``ReduceLROnPlateau`` watches ``val/loss``).
+
+    Logs ``{train,val,test}/loss`` and ``{train,val,test}/acc`` (top-1, over all examples).
+    """
+
+    def __init__(
+        self,
+        net: str = "logreg",
+        optimizer: OptimizerCallable = AMSGrad,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        # under LightningCLI this records the config (class paths), not the callables
+        self.save_hyperparameters()
+        self.net = build_network(net)
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        # one metric object per stage: their states must not mix
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        return self._shared_step(batch, "train", self.train_acc)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test", self.test_acc)
+
+    def _shared_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str, accuracy: MulticlassAccuracy
+    ) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        accuracy(logits, y)
+        on_step = stage == "train"
+        # epoch means of val/test losses are averaged over processes under DDP; the metric
+        # object syncs its own counts
+        log = {"on_step": on_step, "on_epoch": True, "batch_size": y.shape[0]}
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=not on_step, **log)
+        self.log(f"{stage}/acc", accuracy, prog_bar=True, **log)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.lr_scheduler is None:
+            return optimizer
+        scheduler = self.lr_scheduler(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
+        }
