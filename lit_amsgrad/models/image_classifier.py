@@ -63,12 +63,13 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         accuracy(logits, y)
-        on_step = stage == "train"
-        # epoch means of val/test losses are averaged over processes under DDP; the metric
-        # object syncs its own counts
-        log = {"on_step": on_step, "on_epoch": True, "batch_size": y.shape[0]}
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=not on_step, **log)
-        self.log(f"{stage}/acc", accuracy, prog_bar=True, **log)
+        # training logs every step, validation and test once per epoch: each key is logged
+        # under exactly its name (no _step/_epoch suffixes). Epoch means of val/test losses are
+        # averaged over processes under DDP; the metric objects sync their own counts.
+        train = stage == "train"
+        log = {"on_step": train, "on_epoch": not train, "batch_size": y.shape[0], "prog_bar": True}
+        self.log(f"{stage}/loss", loss, sync_dist=not train, **log)
+        self.log(f"{stage}/acc", accuracy, **log)
         return loss
 
     def configure_optimizers(self):
