@@ -1,0 +1,73 @@
+"""What the diagnostics need from an optimizer: its inverse step size and second moments.
+
+Every ``lit_amsgrad.optim`` optimizer answers ``inverse_lr(p)`` and ``second_moment(p)`` itself;
+``torch.optim.Adam`` and ``AdamW`` get an adapter that derives the same from their state, so the
+callback has one code path for both.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class MomentView(Protocol):
+    """The two questions the diagnostics ask about the last step of one parameter."""
+
+    def inverse_lr(self, p: Tensor) -> Tensor:
+        """(sqrt(vhat_t) + eps) / alpha_t of the last step, element-wise, as a new tensor."""
+        ...
+
+    def second_moment(self, p: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(v_t, vhat_t) in one scale; vhat_t is None without a running max."""
+        ...
+
+
+class TorchAdamAdapter:
+    """``MomentView`` of ``torch.optim.Adam`` / ``AdamW`` (any ``amsgrad``, foreach or fused).
+
+    torch updates p -= (lr / bc1) * m / (sqrt(v or vmax) / sqrt(bc2) + eps) with
+    bc_i = 1 - beta_i^step, so inverse_lr = (sqrt(v or vmax) / sqrt(bc2) + eps) * bc1 / lr.
+    torch takes the running max over the *raw* v, so ``second_moment`` returns raw v and vmax.
+    """
+
+    def __init__(self, optimizer: torch.optim.Adam) -> None:
+        self.optimizer = optimizer
+        self._groups: dict[int, dict] = {}
+
+    def _group(self, p: Tensor) -> dict:
+        group = self._groups.get(id(p))
+        if group is None:  # first call, or a param group added since
+            self._groups = {id(q): g for g in self.optimizer.param_groups for q in g["params"]}
+            group = self._groups[id(p)]
+        return group
+
+    def inverse_lr(self, p: Tensor) -> Tensor:
+        group, state = self._group(p), self.optimizer.state[p]
+        beta1, beta2 = group["betas"]
+        step = state["step"]
+        if isinstance(step, Tensor) and step.device.type == "cpu":
+            step = step.item()  # a host scalar: no device sync, float64 like torch's own loop
+        bc1, bc2 = 1 - beta1**step, 1 - beta2**step
+        bc2_sqrt = math.sqrt(bc2) if isinstance(bc2, float) else bc2.sqrt()
+        v = state["max_exp_avg_sq"] if group["amsgrad"] else state["exp_avg_sq"]
+        return (v.sqrt() / bc2_sqrt + group["eps"]) * (bc1 / group["lr"])
+
+    def second_moment(self, p: Tensor) -> tuple[Tensor, Tensor | None]:
+        state = self.optimizer.state[p]
+        return state["exp_avg_sq"], state["max_exp_avg_sq"] if self._group(p)["amsgrad"] else None
+
+
+def moment_view(optimizer: torch.optim.Optimizer) -> MomentView | None:
+    """The optimizer itself if it answers both questions, an adapter for torch Adam(W), else None."""
+    if callable(getattr(optimizer, "inverse_lr", None)) and callable(
+        getattr(optimizer, "second_moment", None)
+    ):
+        return optimizer  # type: ignore[return-value]
+    if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
+        return TorchAdamAdapter(optimizer)
+    return None

@@ -1,0 +1,152 @@
+"""Watches one optimizer through a step post-hook, independently of Lightning.
+
+Hooking the optimizer, not the training loop, means every real step is seen, also when a
+LightningModule takes many optimizer steps per ``training_step`` (manual optimization), and
+the same probe drives plain loops (``lit_amsgrad.diagnostics_figure``) and tests.
+
+Steps are counted per optimizer; step c is a logging step when c % log_every_n_steps == 0.
+Gamma_c needs inverse_lr of step c-1: the post-hook of step c-1 keeps it (only when step c
+logs) and the post-hook of step c uses and drops it. Taking it right after step c-1 instead of
+just before step c sees the same optimizer state, but with the learning rate step c-1 really
+used: a scheduler may change ``lr`` in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from callbacks.adapters import MomentView
+from callbacks.stats import (
+    HIST,
+    bin_edges,
+    pack_rows,
+    reduce_rows,
+    row_metrics,
+    unpack_rows,
+    vhat_mean,
+)
+
+MetricsSink = Callable[[dict[str, float], int], None]
+HistogramSink = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], None]
+
+
+class OptimizerProbe:
+    """Computes the diagnostics after logging steps of one optimizer and hands them to sinks.
+
+    ``on_metrics(metrics, step)`` gets the scalars, ``on_histograms({key: (counts, edges)},
+    step)`` the log10 effective-step histograms (edges in log10, empty outer bins trimmed).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        view: MomentView,
+        names: dict[int, str],
+        on_metrics: MetricsSink,
+        on_histograms: HistogramSink | None = None,
+        log_every_n_steps: int = 50,
+        histogram_every_n_steps: int = 0,
+        per_parameter: bool = True,
+        prefix: str = "diag",
+        hist_prefix: str = "diag_hist",
+        step: int = 0,
+    ) -> None:
+        self.optimizer, self.view, self.names = optimizer, view, names
+        self.on_metrics, self.on_histograms = on_metrics, on_histograms
+        self.log_every, self.hist_every = log_every_n_steps, histogram_every_n_steps
+        self.per_parameter, self.prefix, self.hist_prefix = per_parameter, prefix, hist_prefix
+        self.step = step
+        self._prev: dict[int, Tensor] | None = None
+        self._vhat_means: dict[str, float] = {}
+        self._handle = None
+
+    def attach(self) -> OptimizerProbe:
+        if self._handle is None:
+            self._handle = self.optimizer.register_step_post_hook(self._after_step)
+        return self
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self._prev = None
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        self.step += 1
+        log = self.step % self.log_every == 0
+        hist = (
+            self.on_histograms is not None
+            and self.hist_every > 0
+            and self.step % self.hist_every == 0
+        )
+        keep = (self.step + 1) % self.log_every == 0
+        if log or hist or keep:
+            with torch.no_grad():
+                self._observe(log, hist, keep)
+        else:
+            self._prev = None
+
+    def _params(self) -> list[Tensor]:
+        state = self.optimizer.state
+        return [p for g in self.optimizer.param_groups for p in g["params"] if state.get(p)]
+
+    def _observe(self, log: bool, hist: bool, keep: bool) -> None:
+        params = self._params()
+        if not params:
+            return
+        invs = [self._own(p, self.view.inverse_lr(p)) for p in params]
+        if log or hist:
+            prev = self._prev if log else None
+            prevs = [prev.get(id(p)) if prev is not None else None for p in params]
+            moments = [self.view.second_moment(p) for p in params]
+            packed = pack_rows(invs, prevs, moments).cpu().numpy()  # the one transfer
+            rows, lo, hi = unpack_rows(packed, len(params))
+            names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
+            edges = bin_edges(lo, hi)
+            if log:
+                self.on_metrics(self._metrics(rows, names, edges), self.step)
+            if hist:
+                self.on_histograms(self._histograms(rows, names, edges), self.step)
+        self._prev = {id(p): inv for p, inv in zip(params, invs, strict=True)} if keep else None
+
+    def _own(self, p: Tensor, inv: Tensor) -> Tensor:
+        """inverse_lr must not alias optimizer state, or the snapshot would move with it."""
+        state_ptrs = {
+            t.data_ptr() for t in self.optimizer.state[p].values() if isinstance(t, Tensor)
+        }
+        return inv.clone() if inv.data_ptr() in state_ptrs else inv
+
+    def _metrics(self, rows: np.ndarray, names: list[str], edges: np.ndarray) -> dict[str, float]:
+        labelled = [("", reduce_rows(rows))]
+        if self.per_parameter:
+            labelled += [(f"/{name}", row) for name, row in zip(names, rows, strict=True)]
+        metrics: dict[str, float] = {}
+        for suffix, row in labelled:
+            metrics.update(row_metrics(row, edges, self.prefix, suffix))
+            mean = vhat_mean(row)
+            if mean is None:
+                continue
+            before = self._vhat_means.get(suffix)
+            if before is not None and before > 0:
+                metrics[f"{self.prefix}/vhat_growth{suffix}"] = mean / before
+            self._vhat_means[suffix] = mean
+        return metrics
+
+    def _histograms(self, rows: np.ndarray, names: list[str], edges: np.ndarray) -> dict:
+        labelled = [("", reduce_rows(rows))]
+        if self.per_parameter:
+            labelled += [(f"/{name}", row) for name, row in zip(names, rows, strict=True)]
+        out = {}
+        for suffix, row in labelled:
+            counts = row[HIST:]
+            nonzero = np.flatnonzero(counts)
+            first, last = (nonzero[0], nonzero[-1]) if nonzero.size else (0, 0)
+            out[f"{self.hist_prefix}/eff_lr{suffix}"] = (
+                counts[first : last + 1],
+                edges[first : last + 2],
+            )
+        return out
