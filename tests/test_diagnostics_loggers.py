@@ -1,0 +1,238 @@
+"""OptimizerDiagnostics inside a Trainer: what reaches CSVLogger and an offline W&B run."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import struct
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import OptimizerDiagnostics
+
+DESIGN_KEYS = (
+    "diag/eff_lr/min",
+    "diag/eff_lr/median",
+    "diag/eff_lr/max",
+    "diag/gamma_neg_frac",
+    "diag/gamma_min",
+    "diag/vhat_active_frac",
+    "diag/vhat_max",
+    "diag/vhat_growth",
+)
+
+
+class RecordingLogger(Logger):
+    """Keeps every log_metrics call, on every rank, so tests can count them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, dict]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.calls.append((step, dict(metrics)))
+
+    def diag(self) -> dict[int, dict]:
+        out = {}
+        for step, metrics in self.calls:
+            if any(k.startswith("diag") for k in metrics):
+                assert step not in out, f"diagnostics logged twice at step {step}"
+                out[step] = metrics
+        return out
+
+
+class TinyRegression(pl.LightningModule):
+    def __init__(self, manual_steps: int = 0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 1))
+        self.manual_steps = manual_steps
+        self.automatic_optimization = manual_steps == 0
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.automatic_optimization:
+            return nn.functional.mse_loss(self.net(x), y)
+        opt = self.optimizers().optimizer  # the raw optimizer, many rounds per batch
+        for _ in range(self.manual_steps):
+            opt.zero_grad()
+            self.manual_backward(nn.functional.mse_loss(self.net(x), y))
+            opt.step()
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05, amsgrad=True)
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(96, 4, generator=g)
+        y = x.sum(1, keepdim=True) * torch.linspace(5, 0.1, 96).unsqueeze(1)  # shrinking
+        return DataLoader(TensorDataset(x, y), batch_size=8)
+
+
+def fit(tmp_path: Path, loggers, callback, **trainer_kwargs) -> pl.Trainer:
+    pl.seed_everything(0)
+    model = TinyRegression(trainer_kwargs.pop("manual_steps", 0))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=loggers,
+        callbacks=[callback],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **trainer_kwargs,
+    )
+    trainer.fit(model)
+    return trainer
+
+
+def test_csv_logger_gets_the_scalars_at_optimizer_steps(tmp_path):
+    recorder = RecordingLogger()
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    diag = OptimizerDiagnostics(log_every_n_steps=3, histogram_every_n_steps=6)
+    trainer = fit(tmp_path, [csv_logger, recorder], diag, max_steps=12)
+    logged = recorder.diag()
+    assert sorted(logged) == [3, 6, 9, 12]
+    names = [n for n, _ in trainer.lightning_module.named_parameters()]
+    for key in DESIGN_KEYS:
+        assert key in logged[6]
+        assert all(f"{key}/{n}" in logged[6] for n in names)
+    assert not any(k.startswith("diag_hist") for m in logged.values() for k in m)  # W&B only
+
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for step, metrics in logged.items():
+        row = next(r for r in rows if r["step"] == str(step) and r["diag/eff_lr/min"])
+        for key, value in metrics.items():
+            assert float(row[key]) == pytest.approx(value, rel=1e-12)
+
+    # and the last logging step against torch's update rule, from the final optimizer state
+    opt = trainer.optimizers[0]
+    inv = []
+    for p in trainer.lightning_module.parameters():
+        s, (b1, b2), t = opt.state[p], opt.defaults["betas"], float(opt.state[p]["step"])
+        denom = s["max_exp_avg_sq"].double().sqrt() / math.sqrt(1 - b2**t) + opt.defaults["eps"]
+        inv.append((denom * (1 - b1**t) / opt.defaults["lr"]).flatten())
+    inv = torch.cat(inv)
+    assert logged[12]["diag/eff_lr/min"] == pytest.approx(1 / inv.max().item(), rel=1e-6)
+    assert logged[12]["diag/eff_lr/max"] == pytest.approx(1 / inv.min().item(), rel=1e-6)
+
+
+def test_manual_optimization_every_optimizer_step_counts(tmp_path):
+    recorder = RecordingLogger()
+    diag = OptimizerDiagnostics(log_every_n_steps=5, histogram_every_n_steps=0)
+    trainer = fit(tmp_path, [recorder], diag, max_epochs=1, limit_train_batches=3, manual_steps=7)
+    assert sorted(recorder.diag()) == [5, 10, 15, 20]  # 21 optimizer steps in 3 batches
+    # the hooks are gone after fit: more steps log nothing
+    opt = trainer.optimizers[0]
+    for p in trainer.lightning_module.parameters():
+        p.grad = torch.ones_like(p)
+    for _ in range(10):
+        opt.step()
+    assert sorted(recorder.diag()) == [5, 10, 15, 20]
+
+
+def test_no_logger_no_work(tmp_path):
+    diag = OptimizerDiagnostics(log_every_n_steps=1)
+    fit(tmp_path, False, diag, max_steps=3)
+    assert diag._probes == []
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="log_every_n_steps"):
+        OptimizerDiagnostics(log_every_n_steps=0)
+    with pytest.raises(ValueError, match="histogram_every_n_steps"):
+        OptimizerDiagnostics(histogram_every_n_steps=-1)
+
+
+# ---------------------------------------------------------------- W&B offline
+def read_wandb_history(run_file: Path) -> list[dict[str, object]]:
+    """History rows of a .wandb file: W&B's LevelDB-style log of protobuf ``Record``s.
+
+    7-byte file header ":W&B" + magic + version, then 32 KiB blocks of chunks, each with a
+    (crc32, length, type) header; types FULL=1, FIRST=2, MIDDLE=3, LAST=4.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, pending, rows = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:  # trailer padding
+            pos += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending + chunk if kind == 4 else chunk)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append(
+                    {
+                        (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                        for i in record.history.item
+                    }
+                )
+        elif kind == 2:
+            pending = chunk
+        elif kind == 3:
+            pending += chunk
+    return rows
+
+
+def test_wandb_offline_run_has_scalars_and_histograms(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    recorder = RecordingLogger()
+    wandb_logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="diag-test")
+    diag = OptimizerDiagnostics(log_every_n_steps=3, histogram_every_n_steps=6)
+    trainer = fit(tmp_path, [wandb_logger, recorder], diag, max_steps=12)
+    run_dir = Path(wandb_logger.experiment.dir).parent
+    wandb.finish()
+
+    run_file = Path(glob.glob(str(run_dir / "run-*.wandb"))[0])
+    for _ in range(50):  # wandb-core may still be flushing
+        rows = read_wandb_history(run_file)
+        if sum("diag_hist/eff_lr" in "".join(r) for r in rows) >= 2:
+            break
+        time.sleep(0.2)
+    scalars = {r["trainer/global_step"]: r for r in rows if "diag/eff_lr/min" in r}
+    assert sorted(scalars) == [3, 6, 9, 12]
+    for step, metrics in recorder.diag().items():
+        for key, value in metrics.items():
+            assert scalars[step][key] == pytest.approx(value, rel=1e-12), key
+
+    hists = {r["trainer/global_step"]: r for r in rows if "diag_hist/eff_lr/_type" in r}
+    assert sorted(hists) == [6, 12]
+    for name, p in trainer.lightning_module.named_parameters():
+        key = f"diag_hist/eff_lr/{name}"
+        assert hists[12][f"{key}/_type"] == "histogram"
+        counts, bins = hists[12][f"{key}/values"], hists[12][f"{key}/bins"]
+        assert sum(counts) == p.numel() and len(bins) == len(counts) + 1
+        # the bins are log10 of the effective step: the logged min and max lie in the first/last
+        assert bins[0] <= math.log10(scalars[12][f"diag/eff_lr/min/{name}"]) + 1e-9
+        assert bins[-1] >= math.log10(scalars[12][f"diag/eff_lr/max/{name}"]) - 1e-9
