@@ -33,7 +33,7 @@ class CIFAR10DataModule(VisionDataModule):
         val_size: training examples held out for validation.
         train_size: train on only this many of the rest (``None``: all of them).
         seed: seed of the train/validation split (independent of ``seed_everything``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (``None``: up to 4, at most the usable cores).
         download: download in ``prepare_data`` when the files are missing.
         augment: random 32x32 crop with 4 pixels of padding and horizontal flips on the
             training split (off in the paper's setting).
@@ -49,7 +49,7 @@ class CIFAR10DataModule(VisionDataModule):
         val_size: int = 5000,
         train_size: int | None = None,
         seed: int = 0,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         download: bool = True,
         augment: bool = False,
     ) -> None:

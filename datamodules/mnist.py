@@ -29,7 +29,7 @@ class MNISTDataModule(VisionDataModule):
         val_size: training examples held out for validation.
         train_size: train on only this many of the rest (``None``: all of them).
         seed: seed of the train/validation split (independent of ``seed_everything``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (``None``: up to 4, at most the usable cores).
         download: download in ``prepare_data`` when the files are missing.
     """
 

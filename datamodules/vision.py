@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,14 @@ class VisionDataModule(L.LightningDataModule):
         val_size: int = 5000,
         train_size: int | None = None,
         seed: int = 0,
-        num_workers: int = 4,
+        num_workers: int | None = None,
         download: bool = True,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers is None:
+            num_workers = default_num_workers()
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
@@ -183,6 +186,15 @@ class VisionDataModule(L.LightningDataModule):
             f"{self.name} not found under '{self.data_dir.resolve()}' ({reason}).\n"
             f"{self.missing_files_help()}"
         )
+
+
+def default_num_workers() -> int:
+    """Up to 4 loader processes, never more than this process may use CPU cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(4, cores)
 
 
 def _last_line(err: BaseException) -> str:

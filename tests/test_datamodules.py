@@ -184,3 +184,11 @@ def test_mnist_gz_files_are_unpacked_offline(tmp_path, monkeypatch, no_network):
     dm.prepare_data()
     dm.setup("test")
     assert np.array_equal(dm.test_set.base.targets.numpy(), splits["test"].labels)
+
+
+def test_default_workers_never_exceed_the_usable_cores():
+    cores = len(os.sched_getaffinity(0))
+    assert MNISTDataModule().num_workers == min(4, cores)
+    assert CIFAR10DataModule(num_workers=0).num_workers == 0
+    with pytest.raises(ValueError, match="num_workers"):
+        MNISTDataModule(num_workers=-1)
