@@ -78,6 +78,9 @@ class AdaptiveOptimizer(Optimizer):
             foreach=foreach,
             **extra,
         )
+        if isinstance(self, EMAOptimizer):
+            # torch's key, so that a state_dict saved here resumes in torch.optim.Adam as-is
+            defaults["amsgrad"] = self.keeps_running_max
         self._validate(defaults)
         super().__init__(params, defaults)
 
@@ -229,7 +232,9 @@ class AdaptiveOptimizer(Optimizer):
             return grads
         if foreach:
             return list(torch._foreach_add(grads, params, alpha=weight_decay))
-        return [grad.add(param, alpha=weight_decay) for grad, param in zip(grads, params)]
+        return [
+            grad.add(param, alpha=weight_decay) for grad, param in zip(grads, params, strict=True)
+        ]
 
     # --------------------------------------------------------------- subclass API
     def _init_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> None:

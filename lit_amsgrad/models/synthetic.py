@@ -1,0 +1,127 @@
+"""The paper's Figure 1 problems as a LightningModule: online convex optimisation on [-1, 1].
+
+Online:     f_t(x) = big * x if t mod period == 1, else small * x   (1010, -10, 101)
+Stochastic: f_t(x) = big * x with probability spike_prob, else small * x   (0.01)
+
+The optimum is x = -1 (the spikes win on average by a little). Lightning's per-step
+overhead is large against a 1-D problem, so one training step plays a whole batch of
+rounds (see ``SyntheticConvexDataModule``), each of them a real ``optimizer.step()`` that
+callbacks and optimizer hooks see. Several independent runs ("seeds") can share one
+parameter vector: the optimizers act coordinate-wise, so coordinate i is run i.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor
+
+from lit_amsgrad.optim import AMSGrad
+
+PROBLEMS = ("online", "stochastic")
+DOMAIN = (-1.0, 1.0)
+
+
+def loss_coefficients(
+    problem: str,
+    rounds: Tensor,
+    num_seeds: int,
+    *,
+    seed: int = 0,
+    big: float = 1010.0,
+    small: float = -10.0,
+    period: int = 101,
+    spike_prob: float = 0.01,
+) -> Tensor:
+    """c_t for the given rounds t (1-based), shape [len(rounds), num_seeds]: f_t(x) = c_t x.
+
+    The stochastic draws depend only on (seed, first round of the batch), so a resumed or
+    repeated run sees the same functions.
+    """
+    rounds = rounds.reshape(-1, 1)
+    if problem == "online":
+        spike = (rounds % period == 1).expand(-1, num_seeds)
+    elif problem == "stochastic":
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + int(rounds[0, 0]))
+        spike = torch.rand((rounds.shape[0], num_seeds), generator=generator) < spike_prob
+    else:
+        raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+    return torch.where(spike, big, small).to(torch.float32)
+
+
+class SyntheticConvexModule(LightningModule):
+    """Plays the online game of the paper's Figure 1 and logs ``x`` and ``avg_regret``.
+
+    ``x`` is the iterate (the mean over seeds), ``avg_regret`` is R_t / t with
+    R_t = sum_s f_s(x_s) - min_{x in [-1, 1]} sum_s f_s(x), averaged over seeds.
+    """
+
+    def __init__(
+        self,
+        problem: str = "online",
+        optimizer: OptimizerCallable = lambda params: AMSGrad(params, lr=0.5),
+        num_seeds: int = 1,
+        x0: float = 0.0,
+        seed: int = 0,
+        big: float = 1010.0,
+        small: float = -10.0,
+        period: int = 101,
+        spike_prob: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if problem not in PROBLEMS:
+            raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+        if num_seeds < 1:
+            raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+        if not DOMAIN[0] <= x0 <= DOMAIN[1]:
+            raise ValueError(f"x0 must be in [{DOMAIN[0]}, {DOMAIN[1]}], got {x0}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        self.automatic_optimization = False
+        self.x = torch.nn.Parameter(torch.full((num_seeds,), float(x0)))
+        self.register_buffer("cumulative_loss", torch.zeros(num_seeds, dtype=torch.float64))
+        self.register_buffer("cumulative_coef", torch.zeros(num_seeds, dtype=torch.float64))
+        self.register_buffer("rounds_played", torch.zeros((), dtype=torch.long))
+        #: (round, mean x, mean average regret) after every training step, for plots
+        self.history: list[tuple[int, float, float]] = []
+
+    def configure_optimizers(self) -> Any:
+        return self.optimizer_factory(self.parameters())
+
+    def coefficients(self, rounds: Tensor) -> Tensor:
+        hp = self.hparams
+        return loss_coefficients(
+            hp.problem, rounds.cpu(), hp.num_seeds, seed=hp.seed, big=hp.big,
+            small=hp.small, period=hp.period, spike_prob=hp.spike_prob,
+        ).to(self.device)  # fmt: skip
+
+    def training_step(self, rounds: Tensor, batch_idx: int) -> None:
+        optimizer = self.optimizers()
+        x = self.x
+        losses = torch.empty((rounds.numel(), x.numel()), dtype=torch.float64, device=self.device)
+        for i, c in enumerate(self.coefficients(rounds)):
+            loss = (c * x).sum()
+            losses[i] = (c * x.detach()).double()
+            optimizer.zero_grad(set_to_none=False)
+            self.manual_backward(loss)
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(*DOMAIN)  # projection onto F (a no-op when the optimizer has bounds)
+        self._account(losses, rounds)
+
+    def _account(self, losses: Tensor, rounds: Tensor) -> None:
+        coefs = self.coefficients(rounds).double()
+        self.cumulative_loss += losses.sum(0)
+        self.cumulative_coef += coefs.sum(0)
+        self.rounds_played += rounds.numel()
+        t = int(self.rounds_played)
+        regret = self.cumulative_loss + self.cumulative_coef.abs()  # min over [-1, 1] is -|S|
+        x_mean = self.x.detach().mean()
+        avg_regret = (regret / t).mean()
+        self.history.append((t, float(x_mean), float(avg_regret)))
+        self.log("x", x_mean, prog_bar=True)
+        self.log("avg_regret", avg_regret.float(), prog_bar=True)
+        self.log("round", float(t))

@@ -1,0 +1,10 @@
+"""Train, validate or test any task with any optimizer: ``python train.py fit --config NAME.yaml``.
+
+A bare config name resolves to ``configs/``; every LightningCLI subcommand and flag works
+(``--print_config``, ``--trainer.devices=2 --trainer.strategy=ddp``, ``--ckpt_path``).
+"""
+
+from lit_amsgrad.cli import main
+
+if __name__ == "__main__":
+    main()
