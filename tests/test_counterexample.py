@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_amsgrad.models.synthetic import loss_coefficients
-from lit_amsgrad.optim import AMSGrad, AdaShift, Adam, AdamNC
+from lit_amsgrad.optim import Adam, AdamNC, AdaShift, AMSGrad
 
 PAPER = dict(betas=(0.9, 0.99), lr_schedule="inv_sqrt", bounds=(-1.0, 1.0))
 OPTIMIZERS = {

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from lit_amsgrad.optim import AMSGrad, AdaShift, Adam, AdamNC, GenericAdam
+from lit_amsgrad.optim import Adam, AdamNC, AdaShift, AMSGrad, GenericAdam
 
 # (class, kwargs) for every optimizer and mode
 FAMILY = [

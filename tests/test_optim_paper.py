@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from lit_amsgrad.optim import AMSGrad, AdamNC
+from lit_amsgrad.optim import AdamNC, AMSGrad
 
 T = 300
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lit_amsgrad.optim import AMSGrad, Adam
+from lit_amsgrad.optim import Adam, AMSGrad
 
 SHAPES = [(5, 7), (13,), (2, 3, 4), (), (64, 33)]
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lit_amsgrad.optim import AMSGrad, AdaShift, Adam, AdamNC, GenericAdam
+from lit_amsgrad.optim import Adam, AdamNC, AdaShift, AMSGrad, GenericAdam
 
 
 def _p():
