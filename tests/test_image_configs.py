@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_amsgrad.cli import CONFIG_DIR, main
+from lit_amsgrad.cli import CONFIG_DIR, REPO_ROOT, main
 from tests.fakedata import skip_cifar10_md5, write_fake_cifar10, write_fake_mnist
 
 IMAGE_CONFIGS = sorted(
@@ -97,3 +97,29 @@ def test_test_with_best_checkpoint_after_fit(fake_root, run_dir):
     tested = main(["test", *common, "--ckpt_path", "best", "--data.num_workers=0"])
     assert tested.trainer.ckpt_path == best
     assert {"test/loss", "test/acc"} <= set(tested.trainer.callback_metrics)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_split_the_global_batch(tmp_path):
+    """Under 2-process CPU DDP each process loads 64 of the 128: one epoch of 600 images is
+    ceil(300 / 64) = 5 steps (it would be 3 if each process loaded the whole 128)."""
+    import os
+    import subprocess
+
+    import torch
+
+    write_fake_mnist(tmp_path / "data", n_train=5600, n_test=100)
+    command = [
+        sys.executable, str(REPO_ROOT / "train.py"), "fit",
+        "--config", "mnist_logreg_amsgrad.yaml", "--data.data_dir=data", "--data.num_workers=0",
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+        "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (last,) = tmp_path.glob("runs/mnist_logreg_amsgrad/*/checkpoints/last.ckpt")
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 5
