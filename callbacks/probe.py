@@ -103,8 +103,8 @@ class OptimizerProbe:
             prev = self._prev if log else None
             prevs = [prev.get(id(p)) if prev is not None else None for p in params]
             moments = [self.view.second_moment(p) for p in params]
-            packed = pack_rows(invs, prevs, moments).cpu().numpy()  # the one transfer
-            rows, lo, hi = unpack_rows(packed, len(params))
+            packed, layout = pack_rows(invs, prevs, moments)
+            rows, lo, hi = unpack_rows(packed.cpu().numpy(), layout)  # the one transfer
             names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
             edges = bin_edges(lo, hi)
             if log:

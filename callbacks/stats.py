@@ -3,8 +3,9 @@
 Each parameter becomes one float64 row of counts, sums, minima, maxima and a 256-bin histogram
 of log10(effective step size) over a range shared by all parameters. Rows combine by sum, min
 or max column by column (``REDUCE``), so the overall row is a reduction of the parameter rows
-and a sharded strategy could all-reduce them; everything of one logging step is packed into a
-single tensor and reaches the host in one transfer.
+and a sharded strategy could all-reduce them (the range first, by min/max). What the device
+computes for one logging step is packed into a single tensor and reaches the host in one
+transfer; counts the host knows anyway (numel, which parameters have Gamma or vhat) stay there.
 """
 
 from __future__ import annotations
@@ -33,60 +34,90 @@ _EMPTY = {"gamma_min": float("inf"), "vhat_max": float("-inf")}
 _LOG10_CLAMP = 45.0  # keeps an infinite step size (eps=0, v=0) from blowing up the range
 
 
+Layout = list[tuple[int, bool, bool]]  # per parameter: (numel, has Gamma, has vhat)
+
+
 def pack_rows(
     invs: list[Tensor], prevs: list[Tensor | None], moments: list[tuple[Tensor, Tensor | None]]
-) -> Tensor:
-    """Rows of all parameters and the shared log10 range, flattened into one float64 tensor.
+) -> tuple[Tensor, Layout]:
+    """Everything one logging step computes on the device, flattened into one float64 tensor.
 
     ``invs[i]`` is inverse_lr of parameter i now, ``prevs[i]`` at the step before (None: no
-    Gamma), ``moments[i]`` its (v, vhat). Nothing here synchronises with the device.
+    Gamma), ``moments[i]`` its (v, vhat). Nothing here synchronises with the device: the
+    histogram range comes from device tensors. Counts known on the host stay in ``Layout``.
     """
-    device = invs[0].device
-    inv_min = torch.stack([inv.min().to(device, torch.float64) for inv in invs])
-    inv_max = torch.stack([inv.max().to(device, torch.float64) for inv in invs])
+    dev = invs[0].device
+    extremes = [torch.aminmax(inv) for inv in invs]
+    inv_min = _stack([e.min for e in extremes], dev)
+    inv_max = _stack([e.max for e in extremes], dev)
     # log10 of the effective step: lo from the largest inverse_lr, hi from the smallest
     lo = (-torch.log10(inv_max.max())).clamp(-_LOG10_CLAMP, _LOG10_CLAMP)
     hi = (-torch.log10(inv_min.min())).clamp(-_LOG10_CLAMP, _LOG10_CLAMP)
     scale = BINS / (hi - lo).clamp_min(1e-12)
-    rows = []
-    for inv, prev, (v, vhat), lo_i, hi_i in zip(
-        invs, prevs, moments, inv_min, inv_max, strict=True
-    ):
-        rows.append(_row(inv, prev, v, vhat, lo_i, hi_i, lo, scale))
-    return torch.cat([torch.stack(rows).flatten(), torch.stack([lo, hi])])
+    gamma_neg, gamma_min, active, vhat_max, vhat_sum, hists = [], [], [], [], [], []
+    for inv, prev, (v, vhat) in zip(invs, prevs, moments, strict=True):
+        if prev is not None:
+            delta = inv - prev
+            gamma_neg.append(torch.count_nonzero(delta < 0))
+            gamma_min.append(delta.min())
+            del delta
+        if vhat is not None:
+            active.append(torch.count_nonzero(vhat > v))
+            vhat_max.append(vhat.max())
+            vhat_sum.append(vhat.sum(dtype=torch.float32 if vhat.element_size() < 4 else None))
+        hists.append(_histogram(inv, lo, scale))
+    parts = [
+        inv_min,
+        inv_max,
+        *(_stack(x, dev) for x in (gamma_neg, gamma_min)),
+        *(_stack(x, dev) for x in (active, vhat_max, vhat_sum)),
+        torch.stack([h.to(dev) for h in hists]).flatten().double(),
+        torch.stack([lo, hi]),
+    ]
+    layout = [
+        (inv.numel(), prev is not None, m[1] is not None)
+        for inv, prev, m in zip(invs, prevs, moments, strict=True)
+    ]
+    return torch.cat(parts), layout
 
 
-def _row(inv, prev, v, vhat, inv_min, inv_max, lo, scale) -> Tensor:
-    f64 = torch.float64
-    dev = inv_min.device
-    n = torch.tensor(float(inv.numel()), dtype=f64, device=dev)
-    zero = torch.zeros((), dtype=f64, device=dev)
-    if prev is None:
-        gamma = [zero, zero, torch.full_like(zero, _EMPTY["gamma_min"])]
-    else:
-        delta = inv - prev
-        gamma = [n, (delta < 0).sum().to(dev, f64), delta.min().to(dev, f64)]
-    if vhat is None:
-        moment = [zero, zero, torch.full_like(zero, _EMPTY["vhat_max"]), zero]
-    else:
-        moment = [
-            n,
-            (vhat > v).sum().to(dev, f64),
-            vhat.max().to(dev, f64),
-            vhat.sum(dtype=f64).to(dev),
-        ]
-    work = inv.flatten() if inv.element_size() >= 4 else inv.flatten().float()  # half: overflow
-    log_eff = torch.log10(work).neg_().clamp_(-_LOG10_CLAMP, _LOG10_CLAMP)
-    lo, scale = lo.to(log_eff.device, log_eff.dtype), scale.to(log_eff.device, log_eff.dtype)
-    bins = log_eff.sub_(lo).mul_(scale).floor_().clamp_(0, BINS - 1).long()
-    hist = torch.bincount(bins, minlength=BINS).to(dev, f64)
-    return torch.cat([torch.stack([n, inv_min, inv_max, *gamma, *moment]), hist])
+def _stack(scalars: list[Tensor], dev: torch.device) -> Tensor:
+    if not scalars:
+        return torch.empty(0, dtype=torch.float64, device=dev)
+    return torch.stack([t.to(dev) for t in scalars]).double()
 
 
-def unpack_rows(packed: np.ndarray, n_params: int) -> tuple[np.ndarray, float, float]:
-    """(rows [n_params, HIST + BINS], lo, hi) from ``pack_rows`` after its one transfer."""
-    rows = packed[:-2].reshape(n_params, HIST + BINS)
-    return rows, float(packed[-2]), float(packed[-1])
+def _histogram(inv: Tensor, lo: Tensor, scale: Tensor) -> Tensor:
+    """Counts of log10(1 / inv) in BINS equal bins from lo: six passes, no host sync."""
+    x = torch.log10(inv.flatten() if inv.element_size() >= 4 else inv.flatten().float())
+    lo, scale = lo.to(x.device, x.dtype), scale.to(x.device, x.dtype)
+    # bin = (log10(1/inv) - lo) * scale; clamping first makes truncation a floor (and tames inf)
+    x.mul_(-scale).sub_(lo * scale).clamp_(0, BINS - 1)
+    return torch.bincount(x.int(), minlength=BINS)
+
+
+def unpack_rows(packed: np.ndarray, layout: Layout) -> tuple[np.ndarray, float, float]:
+    """(rows [parameters, HIST + BINS], lo, hi) from ``pack_rows`` after its one transfer."""
+    p = len(layout)
+    g = sum(has_gamma for _, has_gamma, _ in layout)
+    h = sum(has_vhat for _, _, has_vhat in layout)
+    sizes = [p, p, g, g, h, h, h, p * BINS, 2]
+    inv_min, inv_max, g_neg, g_min, act, v_max, v_sum, hist, (lo, hi) = np.split(
+        packed, np.cumsum(sizes)[:-1]
+    )
+    rows = np.zeros((p, HIST + BINS))
+    rows[:, COL["n"]] = [n for n, _, _ in layout]
+    rows[:, COL["inv_min"]], rows[:, COL["inv_max"]] = inv_min, inv_max
+    rows[:, COL["gamma_min"]], rows[:, COL["vhat_max"]] = _EMPTY["gamma_min"], _EMPTY["vhat_max"]
+    has_g = np.array([x for _, x, _ in layout], dtype=bool)
+    has_v = np.array([x for _, _, x in layout], dtype=bool)
+    rows[has_g, COL["gamma_n"]] = rows[has_g, COL["n"]]
+    rows[has_g, COL["gamma_neg"]], rows[has_g, COL["gamma_min"]] = g_neg, g_min
+    rows[has_v, COL["vhat_n"]] = rows[has_v, COL["n"]]
+    rows[has_v, COL["vhat_active"]], rows[has_v, COL["vhat_max"]] = act, v_max
+    rows[has_v, COL["vhat_sum"]] = v_sum
+    rows[:, HIST:] = hist.reshape(p, BINS)
+    return rows, float(lo), float(hi)
 
 
 def reduce_rows(rows: np.ndarray) -> np.ndarray:
