@@ -119,7 +119,7 @@ class VisionDataModule(L.LightningDataModule):
             for train in (True, False):
                 self.dataset_cls(str(self.data_dir), train=train, download=True)
         except (OSError, RuntimeError) as err:  # URLError is an OSError
-            raise self._not_found(f"downloading failed: {_last_line(err)}") from err
+            raise self._not_found(f"downloading failed: {_last_line(err)}") from None
 
     def setup(self, stage: str | None = None) -> None:
         self.per_device_batch_size = self._per_device_batch_size()
@@ -161,7 +161,7 @@ class VisionDataModule(L.LightningDataModule):
             return self.dataset_cls(str(self.data_dir), train=train, transform=None, download=False)
         except RuntimeError as err:
             reason = "download=False" if not self.download else "the files are not there"
-            raise self._not_found(f"{reason}: {_last_line(err)}") from err
+            raise self._not_found(f"{reason}: {_last_line(err)}") from None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
