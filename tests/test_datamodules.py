@@ -192,3 +192,11 @@ def test_default_workers_never_exceed_the_usable_cores():
     assert CIFAR10DataModule(num_workers=0).num_workers == 0
     with pytest.raises(ValueError, match="num_workers"):
         MNISTDataModule(num_workers=-1)
+
+
+def test_val_size_zero_trains_on_everything_without_validation(fake_mnist):
+    root, splits = fake_mnist
+    dm = _mnist(root, val_size=0)
+    dm.setup("fit")
+    assert len(dm.train_set) == len(splits["train"].labels)
+    assert dm.val_dataloader() == []
