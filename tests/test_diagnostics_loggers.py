@@ -236,3 +236,26 @@ def test_wandb_offline_run_has_scalars_and_histograms(tmp_path, monkeypatch):
         # the bins are log10 of the effective step: the logged min and max lie in the first/last
         assert bins[0] <= math.log10(scalars[12][f"diag/eff_lr/min/{name}"]) + 1e-9
         assert bins[-1] >= math.log10(scalars[12][f"diag/eff_lr/max/{name}"]) - 1e-9
+
+
+def test_resumed_fit_continues_the_step_count(tmp_path):
+    first = fit(
+        tmp_path, [RecordingLogger()], OptimizerDiagnostics(log_every_n_steps=3), max_steps=6
+    )
+    ckpt = tmp_path / "six.ckpt"
+    first.save_checkpoint(ckpt)
+    recorder = RecordingLogger()
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=12,
+        logger=[recorder],
+        callbacks=[OptimizerDiagnostics(log_every_n_steps=3)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(TinyRegression(), ckpt_path=ckpt)
+    assert sorted(recorder.diag()) == [9, 12]
+    assert "diag/gamma_neg_frac" in recorder.diag()[9]
