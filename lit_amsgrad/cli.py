@@ -103,8 +103,7 @@ class AMSGradCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config["trainer"]
         if trainer.get("default_root_dir") is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            trainer["default_root_dir"] = str(DEFAULT_RUNS_DIR / self.run_name / stamp)
+            trainer["default_root_dir"] = str(new_run_dir(self.run_name))
         logger = trainer.get("logger")
         if _is_run_logger(logger):
             init_args = logger.get("init_args")
@@ -124,6 +123,29 @@ class AMSGradCLI(LightningCLI):
         ):
             callbacks = [*callbacks, RichModelSummary()]
         return super()._instantiate_trainer(config, callbacks)
+
+
+RUN_DIR_ENV = "LIT_AMSGRAD_RUN_DIR"
+
+
+def new_run_dir(run_name: str) -> Path:
+    """``runs/<run_name>/<timestamp>``, unique; the same folder in every DDP process.
+
+    Lightning's DDP launcher starts the other ranks as child processes with this process's
+    environment, so the folder chosen here travels to them through ``LIT_AMSGRAD_RUN_DIR``
+    (tagged with this process's id, so that only its children reuse it). Under torchrun or
+    SLURM, where no rank is another's parent, pass ``--trainer.default_root_dir``.
+    """
+    parent_pid, _, inherited = os.environ.get(RUN_DIR_ENV, "").partition(":")
+    if inherited and parent_pid == str(os.getppid()):
+        return Path(inherited)
+    base = DEFAULT_RUNS_DIR / run_name / time.strftime("%Y%m%d-%H%M%S")
+    run_dir, suffix = base, 1
+    while run_dir.exists():
+        run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
+    run_dir.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
+    return run_dir
 
 
 def _is_run_logger(logger: Any) -> bool:
