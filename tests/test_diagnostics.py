@@ -264,3 +264,29 @@ def test_vhat_active_after_a_spike():
 
 def test_unsupported_optimizer_has_no_view():
     assert moment_view(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)) is None
+
+
+@pytest.mark.parametrize("name", ["Adam", "AMSGrad", "AdamNC", "AdaShift", "GenericAdam"])
+def test_every_lit_optimizer_is_monitored_through_its_own_answers(name):
+    import lit_amsgrad.optim as optim
+
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4)
+    opt = getattr(optim, name)(model.parameters(), lr=0.01)
+    logged = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    OptimizerProbe(
+        opt, moment_view(opt), names, lambda m, s: logged.setdefault(s, m), log_every_n_steps=1
+    ).attach()
+    for t in range(1, 31):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p) * (10.0 if t == 20 else 0.1)
+        opt.step()
+    inv = torch.cat([opt.inverse_lr(p).flatten() for p in model.parameters()])
+    last = logged[30]
+    assert last["diag/eff_lr/min"] == pytest.approx(1 / inv.max().item(), rel=1e-6)
+    assert last["diag/eff_lr/max"] == pytest.approx(1 / inv.min().item(), rel=1e-6)
+    assert last["diag/eff_lr/min"] <= last["diag/eff_lr/median"] <= last["diag/eff_lr/max"]
+    has_vhat = opt.second_moment(model.weight)[1] is not None
+    assert ("diag/vhat_active_frac/weight" in last) == has_vhat
+    assert all(math.isfinite(v) for v in last.values())
