@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def run_synthetic(problem: str, optimizer: str, rounds: int | None, seeds: int |
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # one progress display, not 8 banners
+    # args are given on purpose: this process's own argv belongs to `reproduce`
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
 
     args = [
         "--config", resolve_config(f"synthetic_{problem}_{optimizer}.yaml"),
