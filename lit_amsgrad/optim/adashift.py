@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import fused as fused_kernels
 from .core import AdaptiveOptimizer, _check_number, _fail
 from .schedules import ConstantBeta
 
@@ -30,6 +31,12 @@ class AdaShift(AdaptiveOptimizer):
     spatial reduction). ``bias_correction="pytorch"`` debiases v by 1 - beta_2^(t-n), as the
     authors' code; the window average m_t needs no correction. ``foreach`` is accepted for a
     uniform interface; the step runs tensor by tensor.
+
+    ``fused=True``: from step n + 2 on, the whole step as one compiled kernel (see
+    :class:`AdaptiveOptimizer`) that updates the window average by the recurrence
+    m_t = beta_1 m_{t-1} + (g_t - beta_1^n g_{t-n}) / sum_i beta_1^i, reading one slot of the
+    window instead of all n (its round-off shrinks by beta_1 each step; in bfloat16 state it
+    is about that of Adam's own EMA). The n warm-up steps and the first update run eagerly.
     """
 
     def __init__(
@@ -47,11 +54,13 @@ class AdaShift(AdaptiveOptimizer):
         bounds: Sequence[float] | None = None,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        fused: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, lr_schedule=lr_schedule,
             bias_correction=bias_correction, bounds=bounds,
-            decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, n=n, block=block,
+            decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, fused=fused, n=n,
+            block=block,
         )  # fmt: skip
 
     def _validate(self, group: dict[str, Any]) -> None:
@@ -119,6 +128,57 @@ class AdaShift(AdaptiveOptimizer):
                 denom = denom / v_divisor_sqrt
             param.addcdiv_(exp_avg, denom.add_(eps), value=-step_size)
             state["step_size"], state["v_divisor_sqrt"] = step_size, v_divisor_sqrt
+
+    def _fused_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
+    ) -> None:
+        n = group["n"]
+        buckets = self._fused_buckets(params, states)
+        for (_, _, t), indices in buckets.items():
+            picked = [params[i] for i in indices]
+            sub_grads = [grads[i] for i in indices]
+            sub = [states[i] for i in indices]
+            if t <= n + 1:  # warm-up and the first update read the whole window: eager
+                self._eager_step(group, picked, sub_grads, sub)
+                continue
+            torch._foreach_add_([st["step"] for st in sub], 1.0)
+            self._fused_kernel_step(group, picked, sub_grads, sub, int(t))
+
+    def _fused_kernel_step(
+        self,
+        group: dict[str, Any],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict],
+        t: int,
+    ) -> None:
+        n, (beta1, beta2) = group["n"], group["betas"]
+        step_size, v_divisor_sqrt = self._alpha(group, t), None
+        if group["bias_correction"] == "pytorch":
+            v_divisor_sqrt = (1 - ConstantBeta(beta2).product(t - n)) ** 0.5
+        for state in states:
+            state["step_size"], state["v_divisor_sqrt"] = step_size, v_divisor_sqrt
+        window = sum(beta1**i for i in range(n))
+        values = self._fused_scalars(group, t)
+        values.update(
+            beta1=beta1, window_new=1 / window, window_old=beta1**n / window, beta2=beta2,
+            one_minus_beta2=1 - beta2, step_size=step_size,
+        )  # fmt: skip
+        if v_divisor_sqrt is not None:
+            values["v_divisor_sqrt"] = v_divisor_sqrt
+        flags = fused_kernels.AdaShiftFlags(
+            block=group["block"],
+            v_divisor=v_divisor_sqrt is not None,
+            weight_decay=self._weight_decay_mode(group),
+            bounded=group["bounds"] is not None,
+        )
+        slot = torch.tensor((t - 1) % n, device=params[0].device)
+        self._run_kernel(
+            fused_kernels.kernel(flags, params),
+            params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+            [st["grad_queue"] for st in states],
+            fused_kernels.pack(fused_kernels.ADASHIFT_SCALARS, values, params[0]), slot,
+        )  # fmt: skip
 
     def _second_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> tuple:
         return state["exp_avg_sq"], None

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from . import fused as fused_kernels
 from .functional import StepCoefficients, ema_step_foreach, ema_step_single
 from .schedules import LR_SCHEDULES, ConstantBeta, first_moment_beta, lr_factor
 
@@ -40,6 +41,16 @@ class AdaptiveOptimizer(Optimizer):
     Subclasses implement :meth:`_init_moments`, :meth:`_update_moments_and_params` and
     :meth:`_denominator`; everything else (validation, step counting, weight decay, schedules,
     projection, ``inverse_lr``) lives here once.
+
+    ``fused=True`` (default False) runs each group's step as one ``torch.compile``d kernel
+    per device and dtype (C++ on CPU, Triton on CUDA) that reads and writes every state
+    buffer once; the eager loop makes a pass per operation. Same state keys, dtypes and
+    results (to float round-off) as the eager step, so checkpoints move between the two.
+    lr, betas and the step t reach the kernel as tensor values: schedulers and the advancing
+    t do not recompile. The first step pays the compile (``compile_seconds``, and an INFO log
+    line from ``lit_amsgrad.optim.fused``); it pays off in runs of more than a few thousand
+    steps. It reads ``p.grad`` at step time, so gradients unscaled by AMP (Lightning's
+    precision plugin) need nothing special.
     """
 
     #: bias_correction modes this optimizer accepts; the first one is the paper's.
@@ -63,6 +74,7 @@ class AdaptiveOptimizer(Optimizer):
         bounds: Sequence[float] | None = None,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        fused: bool = False,
         **extra: Any,
     ) -> None:
         defaults = dict(
@@ -76,6 +88,7 @@ class AdaptiveOptimizer(Optimizer):
             bounds=tuple(bounds) if isinstance(bounds, (list, tuple)) else bounds,
             decoupled_weight_decay=decoupled_weight_decay,
             foreach=foreach,
+            fused=fused,
             **extra,
         )
         if isinstance(self, EMAOptimizer):
@@ -83,6 +96,9 @@ class AdaptiveOptimizer(Optimizer):
             defaults["amsgrad"] = self.keeps_running_max
         self._validate(defaults)
         super().__init__(params, defaults)
+        #: seconds this optimizer spent compiling fused kernels (0 when another instance of
+        #: this process already compiled them, or without ``fused=True``)
+        self.compile_seconds = 0.0
 
     # ----------------------------------------------------------------- validation
     def _validate(self, group: dict[str, Any]) -> None:
@@ -121,6 +137,11 @@ class AdaptiveOptimizer(Optimizer):
                 raise _fail("bounds", "a pair (low, high) with low < high", bounds)
         if group["foreach"] not in (None, True, False):
             raise _fail("foreach", "None, True or False", group["foreach"])
+        fused = group.get("fused", False)
+        if fused not in (True, False):
+            raise _fail("fused", "True or False", fused)
+        if fused and group["foreach"]:
+            raise _fail("fused", "False when foreach=True (fused already does all at once)", fused)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -163,24 +184,75 @@ class AdaptiveOptimizer(Optimizer):
             params, grads, states = self._collect(group)
             if not params:
                 continue
-            foreach = self._use_foreach(group, params)
-            steps = [state["step"] for state in states]
-            if foreach:
-                torch._foreach_add_(steps, 1.0)
+            if group.get("fused", False):
+                self._fused_step(group, params, grads, states)
             else:
-                for step in steps:
-                    step += 1
-            grads = self._apply_weight_decay(group, params, grads, steps, foreach)
-            self._update_moments_and_params(group, params, grads, states, foreach)
-            bounds = group["bounds"]
-            if bounds is not None:
-                if foreach:
-                    torch._foreach_clamp_min_(params, bounds[0])
-                    torch._foreach_clamp_max_(params, bounds[1])
-                else:
-                    for param in params:
-                        param.clamp_(bounds[0], bounds[1])
+                self._eager_step(group, params, grads, states)
         return loss
+
+    def _eager_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
+    ) -> None:
+        foreach = self._use_foreach(group, params)
+        steps = [state["step"] for state in states]
+        if foreach:
+            torch._foreach_add_(steps, 1.0)
+        else:
+            for step in steps:
+                step += 1
+        grads = self._apply_weight_decay(group, params, grads, steps, foreach)
+        self._update_moments_and_params(group, params, grads, states, foreach)
+        bounds = group["bounds"]
+        if bounds is not None:
+            if foreach:
+                torch._foreach_clamp_min_(params, bounds[0])
+                torch._foreach_clamp_max_(params, bounds[1])
+            else:
+                for param in params:
+                    param.clamp_(bounds[0], bounds[1])
+
+    # ---------------------------------------------------------------- fused step
+    def _fused_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
+    ) -> None:
+        """The whole step of the group in compiled kernels (see ``fused.py``)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _fused_buckets(params: list[Tensor], states: list[dict]) -> dict[tuple, list[int]]:
+        """Indices by (device, dtype, t after this step): one kernel call each."""
+        buckets: dict[tuple, list[int]] = {}
+        for i, (param, state) in enumerate(zip(params, states, strict=True)):
+            key = (param.device, param.dtype, state["step"].item() + 1)
+            buckets.setdefault(key, []).append(i)
+        return buckets
+
+    def _fused_scalars(self, group: dict[str, Any], t: float) -> dict[str, float]:
+        """Weight decay and bounds: the runtime scalars every fused kernel shares."""
+        weight_decay = group["weight_decay"]
+        values = {"eps": group["eps"], "weight_decay": weight_decay}
+        if group["decoupled_weight_decay"]:
+            values["decay_factor"] = 1 - self._alpha(group, int(t)) * weight_decay
+        if group["bounds"] is not None:
+            values["low"], values["high"] = group["bounds"]
+        return values
+
+    @staticmethod
+    def _weight_decay_mode(group: dict[str, Any]) -> str:
+        if group["weight_decay"] == 0:
+            return "none"
+        return "decoupled" if group["decoupled_weight_decay"] else "coupled"
+
+    def _run_kernel(self, compiled: Callable[..., float], *args: Any) -> None:
+        self.compile_seconds += compiled(*args)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads the trajectory; ``fused`` and ``foreach`` stay as this instance was built,
+        since they say how to compute, not what (a fused run resumes eagerly and back)."""
+        how = [(g.get("fused", False), g["foreach"]) for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, (fused, foreach) in zip(self.param_groups, how, strict=True):
+            group["fused"], group["foreach"] = fused, foreach
 
     def _collect(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[dict]]:
         params, grads, states = [], [], []
@@ -353,4 +425,43 @@ class EMAOptimizer(AdaptiveOptimizer):
             ema_step_foreach(
                 pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
                 pick(max_exp_avg_sqs), coefficients[indices[0]], amsgrad=amsgrad, eps=eps,
+            )  # fmt: skip
+
+    def _fused_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
+    ) -> None:
+        steps = [state["step"] for state in states]
+        buckets = self._fused_buckets(params, states)
+        torch._foreach_add_(steps, 1.0)
+        for (_, _, t), indices in buckets.items():
+            c = self._coefficients(group, t)
+            for i in indices:
+                state = states[i]
+                state["step_size"] = c.step_size
+                state["v_divisor_sqrt"] = c.v_divisor_sqrt
+                state["max_divisor"] = c.max_divisor
+            flags = fused_kernels.EMAFlags(
+                amsgrad=self.keeps_running_max,
+                v_divisor=c.v_divisor_sqrt is not None,
+                max_divisor=c.max_divisor is not None,
+                weight_decay=self._weight_decay_mode(group),
+                bounded=group["bounds"] is not None,
+            )
+            values = self._fused_scalars(group, t)
+            values.update(
+                beta1=c.beta1, one_minus_beta1=1 - c.beta1, beta2=c.beta2,
+                one_minus_beta2=1 - c.beta2, step_size=c.step_size,
+            )  # fmt: skip
+            if c.v_divisor_sqrt is not None:
+                values["v_divisor_sqrt"] = c.v_divisor_sqrt
+            if c.max_divisor is not None:
+                values["max_divisor"] = c.max_divisor
+            picked = [params[i] for i in indices]
+            sub = [states[i] for i in indices]
+            maxes = [st["max_exp_avg_sq"] for st in sub] if self.keeps_running_max else []
+            self._run_kernel(
+                fused_kernels.kernel(flags, picked),
+                picked, [grads[i] for i in indices], [st["exp_avg"] for st in sub],
+                [st["exp_avg_sq"] for st in sub], maxes,
+                fused_kernels.pack(fused_kernels.EMA_SCALARS, values, picked[0]),
             )  # fmt: skip

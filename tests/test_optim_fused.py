@@ -1,0 +1,220 @@
+"""fused=True: the compiled step equals the eager one, interchanges state with it, and does not
+recompile when lr or t change.
+
+Compiling is slow on a small CPU, so the tests share kernels: the compiled kernels live in a
+process-wide cache keyed by (mode flags, device, dtype, shapes), and every test here steps the
+same three shapes. The full matrix of modes is marked slow.
+"""
+
+import copy
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from lit_amsgrad.optim import Adam, AdamNC, AdaShift, AMSGrad, GenericAdam, fused
+
+SHAPES = [(4, 3), (5,), ()]
+STEPS = 100
+
+# (class, kwargs): the fast set covers every kernel flag at least once
+FAST = [
+    (AMSGrad, dict(bias_correction="none", weight_decay=0.01)),
+    (Adam, dict(bias_correction="pytorch", weight_decay=0.1, decoupled_weight_decay=True)),
+    (AMSGrad, dict(bias_correction="max_debiased", bounds=(-0.5, 0.5))),
+    (AdaShift, dict(n=3, block="row", bias_correction="pytorch", weight_decay=0.01)),
+]
+SLOW = [
+    (Adam, dict(bias_correction="none")),
+    (AMSGrad, dict(bias_correction="pytorch", weight_decay=0.01)),
+    (AMSGrad, dict(bias_correction="none", lr_schedule="inv_sqrt", beta1_decay=0.999)),
+    (AMSGrad, dict(bias_correction="none", weight_decay=0.1, decoupled_weight_decay=True)),
+    (AMSGrad, dict(bias_correction="pytorch", bounds=(-0.5, 0.5), weight_decay=0.01)),
+    (AdamNC, dict(betas=(0.9,), lr_schedule="inv_sqrt", weight_decay=0.01)),
+    (AdamNC, dict(betas=(0.9,), bias_correction="pytorch")),
+    (GenericAdam, dict(betas=(0.9,), theta=1.0, r=0.5, s=0.5, weight_decay=0.01)),
+    (GenericAdam, dict(betas=(0.9,), theta=0.5, r=1.0, s=0.5)),
+    (AdaShift, dict(n=3, block="tensor")),
+    (AdaShift, dict(n=3, block="element", weight_decay=0.01)),
+    (AdaShift, dict(n=4, block="tensor", weight_decay=0.1, decoupled_weight_decay=True)),
+    (AdaShift, dict(n=3, block="row", bounds=(-0.5, 0.5))),
+]
+
+
+def _ids(cases):
+    return [f"{c.__name__}-{'-'.join(str(v) for v in kw.values())}" for c, kw in cases]
+
+
+FAMILY = FAST + [pytest.param(*case, marks=pytest.mark.slow) for case in SLOW]
+IDS = _ids(FAST) + _ids(SLOW)
+
+
+def _params(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=gen).requires_grad_(True) for s in SHAPES]
+
+
+def _run(opt, params, gen, steps):
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+
+
+def _trajectory(cls, kwargs, schedule, seed=0):
+    """Params after STEPS steps; ``schedule`` says fused or not for each half, with a
+    state_dict save and load into a fresh optimizer between the halves."""
+    params = _params()
+    gen = torch.Generator().manual_seed(seed + 1)
+    opt = cls(params, lr=1e-2, fused=schedule[0], **kwargs)
+    _run(opt, params, gen, STEPS // 2)
+    if schedule[1] != schedule[0]:
+        saved = copy.deepcopy(opt.state_dict())
+        opt = cls(params, lr=1e-2, fused=schedule[1], **kwargs)
+        opt.load_state_dict(saved)
+        assert opt.param_groups[0]["fused"] == schedule[1]
+    _run(opt, params, gen, STEPS - STEPS // 2)
+    return params, opt
+
+
+def _assert_same_state(opt, ref, params, ref_params):
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p, q)
+        state, expected = opt.state[p], ref.state[q]
+        assert set(state) == set(expected)
+        for key, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert state[key].dtype == value.dtype, key
+                torch.testing.assert_close(state[key], value, msg=key)
+            elif value is None:
+                assert state[key] is None, key
+            else:
+                assert state[key] == pytest.approx(value, rel=1e-12), key
+        torch.testing.assert_close(opt.inverse_lr(p), ref.inverse_lr(q))
+        v, v_hat = opt.second_moment(p)
+        v_ref, v_hat_ref = ref.second_moment(q)
+        torch.testing.assert_close(v, v_ref)
+        assert (v_hat is None) == (v_hat_ref is None)
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), FAMILY, ids=IDS)
+def test_fused_equals_eager(cls, kwargs):
+    ref_params, ref = _trajectory(cls, kwargs, (False, False))
+    params, opt = _trajectory(cls, kwargs, (True, True))
+    _assert_same_state(opt, ref, params, ref_params)
+    assert opt.state_dict()["state"].keys() == ref.state_dict()["state"].keys()
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), FAMILY, ids=IDS)
+@pytest.mark.parametrize("schedule", [(True, False), (False, True)], ids=["to-eager", "to-fused"])
+def test_state_dict_moves_between_fused_and_eager(cls, kwargs, schedule):
+    ref_params, ref = _trajectory(cls, kwargs, (False, False))
+    params, opt = _trajectory(cls, kwargs, schedule)
+    _assert_same_state(opt, ref, params, ref_params)
+
+
+@pytest.mark.parametrize("cls", [AMSGrad, AdaShift])
+def test_param_groups_with_their_own_hyperparameters(cls):
+    extra = dict(n=3) if cls is AdaShift else dict(bias_correction="pytorch")
+    runs = []
+    for is_fused in (False, True):
+        params = _params()
+        groups = [
+            dict(params=params[:2]),
+            dict(params=params[2:], lr=0.1, betas=(0.5, 0.9), weight_decay=0.01),
+        ]
+        opt = cls(groups, lr=1e-2, fused=is_fused, **extra)
+        _run(opt, params, torch.Generator().manual_seed(1), STEPS)
+        runs.append((params, opt))
+    (ref_params, ref), (params, opt) = runs
+    _assert_same_state(opt, ref, params, ref_params)
+
+
+def test_parameters_at_different_steps():
+    """A parameter without a gradient skips the step: its t lags and it gets its own kernel
+    call with its own scalars."""
+    runs = []
+    for is_fused in (False, True):
+        params = _params()
+        opt = AMSGrad(params, lr=1e-2, fused=is_fused, bias_correction="pytorch")
+        gen = torch.Generator().manual_seed(1)
+        for step in range(20):
+            for i, p in enumerate(params):
+                p.grad = torch.randn(p.shape, generator=gen) if i or step % 3 else None
+            opt.step()
+        runs.append((params, opt))
+    (ref_params, ref), (params, opt) = runs
+    assert opt.state[params[0]]["step"] < opt.state[params[1]]["step"]
+    _assert_same_state(opt, ref, params, ref_params)
+
+
+def test_no_recompile_when_lr_and_t_change():
+    """A scheduler moves lr every step and t advances: one compile for the whole run."""
+    shapes = [(7, 2), (3,)]  # shapes no other test uses: this test pays its own compile
+    params = [torch.randn(s).requires_grad_(True) for s in shapes]
+    opt = AMSGrad(params, lr=1e-2, fused=True, lr_schedule="inv_sqrt", bias_correction="pytorch")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.9**epoch)
+    gen = torch.Generator().manual_seed(0)
+    _run(opt, params, gen, 1)
+    scheduler.step()
+    assert opt.compile_seconds > 0
+    compiled, graphs = dict(fused.COMPILE_SECONDS), counters["stats"]["unique_graphs"]
+    first_compile = opt.compile_seconds
+    for _ in range(30):
+        _run(opt, params, gen, 1)
+        scheduler.step()
+    assert opt.param_groups[0]["lr"] < 1e-2 * 0.9**29
+    assert compiled == fused.COMPILE_SECONDS
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert opt.compile_seconds == first_compile
+    # a second optimizer with the same signature reuses the kernel: nothing to compile
+    again = AMSGrad(params, lr=5e-3, fused=True, lr_schedule="inv_sqrt", bias_correction="pytorch")
+    _run(again, params, gen, 3)
+    assert again.compile_seconds == 0.0
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_grad_scaler_unscales_before_the_fused_step():
+    """AMP: GradScaler unscales p.grad in place, then calls step(), which reads p.grad."""
+    runs = []
+    for is_fused in (False, True):
+        params = _params()
+        opt = AMSGrad(params, lr=1e-2, fused=is_fused, weight_decay=0.01)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(10):
+            opt.zero_grad()
+            targets = [torch.randn(p.shape, generator=gen) for p in params]
+            loss = sum(((p - y) ** 2).sum() for p, y in zip(params, targets, strict=True))
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        runs.append((params, opt))
+    (ref_params, ref), (params, opt) = runs
+    _assert_same_state(opt, ref, params, ref_params)
+
+
+def test_fused_and_foreach_together_is_an_error():
+    with pytest.raises(ValueError, match="fused"):
+        Adam(_params(), fused=True, foreach=True)
+    with pytest.raises(ValueError, match="fused"):
+        Adam(_params(), fused="yes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [AMSGrad, AdaShift])
+def test_bfloat16_fused_tracks_eager(cls):
+    """bf16 state: the kernel keeps float32 intermediates, eager rounds after every op."""
+    runs = []
+    for is_fused in (False, True):
+        params = [p.detach().to(torch.bfloat16).requires_grad_(True) for p in _params()]
+        opt = cls(params, lr=1e-3, fused=is_fused)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(30):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen).to(torch.bfloat16)
+            opt.step()
+        runs.append(params)
+    for p, q in zip(*runs, strict=True):
+        assert p.dtype == torch.bfloat16
+        torch.testing.assert_close(p, q, rtol=2e-2, atol=2e-2)
