@@ -40,6 +40,10 @@ class ConfigNotFoundError(FileNotFoundError):
     """A ``--config`` that is neither a file nor the name of one in ``configs/``."""
 
 
+class CheckpointNotFoundError(FileNotFoundError):
+    """``--ckpt_path best|last`` with no earlier run of this config that saved one."""
+
+
 def resolve_config(name: str) -> str:
     """Return ``name`` if it is a file, else ``configs/<name>`` (``.yaml`` optional)."""
     if Path(name).is_file():
@@ -102,8 +106,18 @@ class AMSGradCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config["trainer"]
+        ckpt_path = config.get("ckpt_path")
+        resumed_run = None
+        if ckpt_path in ("best", "last"):
+            # Lightning knows "best"/"last" only inside the process that fitted; a new run
+            # finds them in the newest earlier run folder of the same config.
+            checkpoint, resumed_run = find_previous_checkpoint(self.run_name, ckpt_path)
+            config["ckpt_path"] = str(checkpoint)
         if trainer.get("default_root_dir") is None:
-            trainer["default_root_dir"] = str(new_run_dir(self.run_name))
+            if self.subcommand == "fit" and resumed_run is not None:
+                trainer["default_root_dir"] = str(resumed_run)  # resume where it stopped
+            else:
+                trainer["default_root_dir"] = str(new_run_dir(self.run_name))
         logger = trainer.get("logger")
         if _is_run_logger(logger):
             init_args = logger.get("init_args")
@@ -111,6 +125,16 @@ class AMSGradCLI(LightningCLI):
                 init_args["save_dir"] = trainer["default_root_dir"]
             if init_args is not None and init_args.get("name") is None:
                 init_args["name"] = self.run_name
+            run_id = wandb_run_id(Path(trainer["default_root_dir"]))
+            if init_args is not None and init_args.get("id") is None and run_id:
+                init_args["id"] = run_id  # a resumed fit continues its W&B run
+                init_args["resume"] = "allow"
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        finally:
+            _finish_wandb()
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         configured = list(config.get("callbacks") or []) + list(callbacks)
@@ -126,6 +150,13 @@ class AMSGradCLI(LightningCLI):
 
 
 RUN_DIR_ENV = "LIT_AMSGRAD_RUN_DIR"
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors whose message is the whole story: printed as one line, no traceback."""
+    from datamodules.vision import DatasetNotFoundError
+
+    return (CheckpointNotFoundError, DatasetNotFoundError)
 
 
 def new_run_dir(run_name: str) -> Path:
@@ -148,6 +179,48 @@ def new_run_dir(run_name: str) -> Path:
     return run_dir
 
 
+def find_previous_checkpoint(run_name: str, which: str) -> tuple[Path, Path]:
+    """(checkpoint, run folder) for ``which`` = "last" or "best" of the newest earlier run.
+
+    "best" is read from the ModelCheckpoint state saved in that run's ``last.ckpt``.
+    """
+    runs_root = DEFAULT_RUNS_DIR / run_name
+    runs = sorted((p for p in runs_root.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for run in reversed(runs):
+        lasts = sorted(run.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not lasts:
+            continue
+        if which == "last":
+            return lasts[-1], run
+        import torch
+
+        state = torch.load(lasts[-1], map_location="cpu", weights_only=False)
+        for key, callback_state in state.get("callbacks", {}).items():
+            best = (
+                callback_state.get("best_model_path") if isinstance(callback_state, dict) else None
+            )
+            if key.startswith("ModelCheckpoint") and best and Path(best).is_file():
+                return Path(best), run
+    raise CheckpointNotFoundError(
+        f"--ckpt_path {which}: no earlier run of {run_name!r} under {runs_root} saved a "
+        f"{'last.ckpt' if which == 'last' else 'best checkpoint (ModelCheckpoint with save_last)'}"
+        "; pass the checkpoint file's path instead"
+    )
+
+
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The id of the W&B run that logged into ``run_dir`` before, if any."""
+    runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so that its offline files are complete and a next run is new."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def _is_run_logger(logger: Any) -> bool:
     return bool(
         logger is not None
@@ -165,7 +238,12 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
     except ConfigNotFoundError as err:
         sys.exit(f"error: {err}")
     os.environ.setdefault("WANDB_SILENT", "true")
-    if from_command_line:  # LightningCLI reads sys.argv itself; hand it the resolved paths
-        sys.argv[1:] = resolved
-        return AMSGradCLI(run_name=_config_stem(resolved))
-    return AMSGradCLI(args=resolved, run_name=_config_stem(resolved))
+    try:
+        if from_command_line:  # LightningCLI reads sys.argv itself; hand it the resolved paths
+            sys.argv[1:] = resolved
+            return AMSGradCLI(run_name=_config_stem(resolved))
+        return AMSGradCLI(args=resolved, run_name=_config_stem(resolved))
+    except _user_errors() as err:
+        if not from_command_line:
+            raise
+        sys.exit(f"error: {err}")

@@ -80,12 +80,6 @@ def test_fast_dev_run_of_every_image_config(config, fake_root, run_dir):
     assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(cli.trainer.callback_metrics)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="a new CLI run cannot find the best checkpoint of the previous fit yet "
-    "(Lightning knows it only inside the fitting process); lit_amsgrad.cli must resolve it",
-)
 def test_test_with_best_checkpoint_after_fit(fake_root, run_dir):
     """The README's two commands: fit, then test the best checkpoint in a new CLI run."""
     common = ["--config", "mnist_logreg_amsgrad.yaml", f"--data.data_dir={fake_root}"]
@@ -123,3 +117,26 @@ def test_ddp_two_processes_split_the_global_batch(tmp_path):
     (last,) = tmp_path.glob("runs/mnist_logreg_amsgrad/*/checkpoints/last.ckpt")
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 5
+
+
+def test_fit_with_ckpt_path_last_resumes_the_previous_run(fake_root, run_dir):
+    """A second `fit --ckpt_path last` continues in the same run folder and W&B run."""
+    common = ["--config", "mnist_logreg_amsgrad.yaml", f"--data.data_dir={fake_root}",
+              "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
+              "--data.num_workers=0"]  # fmt: skip
+    first = main(["fit", *common, "--trainer.max_epochs=1"])
+    first_dir = Path(first.trainer.default_root_dir)
+    first_id = first.trainer.logger.version
+    resumed = main(["fit", *common, "--trainer.max_epochs=2", "--ckpt_path", "last"])
+    assert Path(resumed.trainer.default_root_dir) == first_dir
+    assert resumed.trainer.logger.version == first_id
+    assert Path(resumed.trainer.ckpt_path).name == "last.ckpt"
+    assert resumed.trainer.global_step == 2 * first.trainer.global_step
+
+
+def test_ckpt_path_best_without_an_earlier_run_says_so(fake_root, run_dir):
+    from lit_amsgrad.cli import CheckpointNotFoundError
+
+    with pytest.raises(CheckpointNotFoundError, match="no earlier run of 'mnist_mlp_adam'"):
+        main(["test", "--config", "mnist_mlp_adam.yaml", f"--data.data_dir={fake_root}",
+              "--ckpt_path", "best"])  # fmt: skip
