@@ -134,7 +134,8 @@ def bin_edges(lo: float, hi: float) -> np.ndarray:
 
 
 def median_from_hist(counts: np.ndarray, edges: np.ndarray) -> float:
-    """Median of log10 values, linearly interpolated inside its bin: exact to one bin width."""
+    """Median of log10 values, interpolated inside its bin: within one bin width of the lower
+    median (the ceil(n/2)-th smallest value); the bins span all parameters' range."""
     half = counts.sum() / 2.0
     cum = np.cumsum(counts)
     k = int(np.searchsorted(cum, half))
