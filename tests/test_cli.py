@@ -90,3 +90,11 @@ def test_readme_command_runs_twice_into_run_folders(tmp_path):
     for run_dir in run_dirs:
         assert (run_dir / "config.yaml").is_file()
         assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+def test_every_config_turns_the_diagnostics_on(config):
+    import yaml
+
+    callbacks = yaml.safe_load((CONFIG_DIR / config).read_text())["trainer"]["callbacks"]
+    assert "callbacks.OptimizerDiagnostics" in [c["class_path"] for c in callbacks]
