@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 
 class RoundChunks(Dataset):
@@ -22,6 +24,36 @@ class RoundChunks(Dataset):
         return torch.arange(start, stop)
 
 
+class RoundLoader:
+    """The chunks in order, resumable.
+
+    Lightning saves ``state_dict()`` in checkpoints, so a run resumed mid-epoch continues
+    with the next unplayed round instead of replaying round 1. The position comes from
+    ``rounds_played`` (the model's own count), not from this iterator, which Lightning
+    reads one batch ahead.
+    """
+
+    def __init__(self, chunks: RoundChunks, rounds_played: Callable[[], int]) -> None:
+        self.chunks = chunks
+        self.rounds_played = rounds_played
+        self._resume_chunk = 0
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        start, self._resume_chunk = self._resume_chunk, 0
+        for index in range(start, len(self.chunks)):
+            yield self.chunks[index]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"rounds_played": int(self.rounds_played())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        played_in_epoch = state["rounds_played"] % self.chunks.num_rounds
+        self._resume_chunk = played_in_epoch // self.chunks.rounds_per_step
+
+
 class SyntheticConvexDataModule(LightningDataModule):
     """``num_rounds`` rounds per epoch, ``rounds_per_step`` of them per training step.
 
@@ -37,6 +69,10 @@ class SyntheticConvexDataModule(LightningDataModule):
             raise ValueError(f"rounds_per_step must be >= 1, got {rounds_per_step}")
         self.save_hyperparameters()
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> RoundLoader:
         chunks = RoundChunks(self.hparams.num_rounds, self.hparams.rounds_per_step)
-        return DataLoader(chunks, batch_size=None, shuffle=False)
+        return RoundLoader(chunks, self._rounds_played)
+
+    def _rounds_played(self) -> int:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return int(getattr(module, "rounds_played", 0))

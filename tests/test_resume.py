@@ -1,0 +1,60 @@
+"""Exact resume: stop after N steps, resume from the last checkpoint, end bit for bit where an
+uninterrupted run ends (parameters and the whole optimizer state, AdaShift's queue included)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_amsgrad.cli import CONFIG_DIR, main
+
+ROUNDS, STOP_AT = 12_000, 5_000
+
+
+def _config_with_periodic_checkpoint(tmp_path: Path, optimizer: str) -> Path:
+    config = yaml.safe_load((CONFIG_DIR / f"synthetic_online_{optimizer}.yaml").read_text())
+    config["trainer"]["enable_checkpointing"] = True
+    config["trainer"]["callbacks"].append(
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"every_n_train_steps": 1000, "save_top_k": 0, "save_last": True},
+        }
+    )
+    path = tmp_path / f"resume_{optimizer}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _fit(config: Path, *extra: str):
+    return main(["fit", "--config", str(config), "--trainer.logger=false",
+                 "--trainer.enable_progress_bar=false", f"--data.num_rounds={ROUNDS}",
+                 *extra])  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["amsgrad", "adashift"])
+def test_stopped_and_resumed_run_equals_uninterrupted_run(optimizer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    config = _config_with_periodic_checkpoint(tmp_path, optimizer)
+    whole = _fit(config)
+    stopped = _fit(config, f"--trainer.max_steps={STOP_AT}")
+    assert stopped.trainer.global_step == STOP_AT
+    resumed = _fit(config, "--ckpt_path", "last")
+    assert Path(resumed.trainer.ckpt_path).name == "last.ckpt"
+    assert resumed.trainer.global_step == whole.trainer.global_step == ROUNDS
+
+    assert torch.equal(resumed.model.x, whole.model.x)
+    assert torch.equal(resumed.model.cumulative_loss, whole.model.cumulative_loss)
+    ours = resumed.trainer.optimizers[0].state_dict()
+    reference = whole.trainer.optimizers[0].state_dict()
+    assert ours["param_groups"] == reference["param_groups"]
+    for key, value in reference["state"][0].items():
+        got = ours["state"][0][key]
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got, value), key
+        else:
+            assert got == value, key
+    if optimizer == "adashift":
+        assert "grad_queue" in ours["state"][0]
