@@ -29,6 +29,9 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_amsgrad.checkpointing import InterruptionCheckpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -146,6 +149,9 @@ class AMSGradCLI(LightningCLI):
             isinstance(c, ModelSummary) for c in configured
         ):
             callbacks = [*callbacks, RichModelSummary()]
+        if self.subcommand == "fit" and config.get("enable_checkpointing", True) is not False:
+            dirpath = Path(config["default_root_dir"]) / "checkpoints"
+            callbacks = [*callbacks, InterruptionCheckpoint(str(dirpath))]
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -247,3 +253,7 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
         if not from_command_line:
             raise
         sys.exit(f"error: {err}")
+    except SIGTERMException:
+        if not from_command_line:
+            raise
+        sys.exit(128 + 15)  # the conventional status of a process ended by SIGTERM
