@@ -328,10 +328,16 @@ class AdaptiveOptimizer(Optimizer):
 
     # ------------------------------------------------------------ introspection
     def _group_of(self, param: Tensor) -> dict[str, Any]:
-        for group in self.param_groups:
-            if any(p is param for p in group["params"]):
-                return group
-        raise KeyError("parameter is not managed by this optimizer")
+        """The group of ``param``; an id index, rebuilt when the groups change, keeps a
+        diagnostics pass over P parameters O(P) rather than O(P^2)."""
+        index = getattr(self, "_group_index", None)
+        group = index.get(id(param)) if index is not None else None
+        if group is None or not any(g is group for g in self.param_groups):
+            self._group_index = {id(p): g for g in self.param_groups for p in g["params"]}
+            group = self._group_index.get(id(param))
+            if group is None:
+                raise KeyError("parameter is not managed by this optimizer")
+        return group
 
     def _last_step(self, param: Tensor) -> tuple[dict[str, Any], dict]:
         state = self.state.get(param)
