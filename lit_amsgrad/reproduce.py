@@ -336,7 +336,7 @@ def plot_figure2(summary: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
     (ax_train, ax_val), (ax_diag, ax_grid) = axes
@@ -353,9 +353,11 @@ def plot_figure2(summary: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("iteration")
     ax_grid.set(title="final held-out loss of every grid point", xlabel="alpha", xscale="log")
     ax_grid.set_yscale("log")
-    for axis in (ax_grid.yaxis, ax_grid.xaxis):
-        axis.set_major_formatter(FormatStrFormatter("%.3g"))
-        axis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    ax_grid.set_xticks(sorted({r["lr"] for r in summary["grid"]}))
+    ax_grid.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax_grid.xaxis.set_minor_formatter(NullFormatter())
+    ax_grid.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax_grid.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
     for ax in axes.flat:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
