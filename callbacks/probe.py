@@ -9,6 +9,11 @@ Gamma_c needs inverse_lr of step c-1: the post-hook of step c-1 keeps it (only w
 logs) and the post-hook of step c uses and drops it. Taking it right after step c-1 instead of
 just before step c sees the same optimizer state, but with the learning rate step c-1 really
 used: a scheduler may change ``lr`` in between.
+
+Two optional extras ride in the same host transfer at logging steps: ``<prefix>/nonfinite``
+(NaN/inf entries over parameters, gradients and state) and ``<prefix>/replica_max_abs_diff``
+(DDP replicas' disagreement, see ``callbacks.replicas``). A probe without ``on_metrics`` only
+takes part in the replica check's collective: what the ranks other than zero run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch
 from torch import Tensor
 
 from callbacks.adapters import MomentView
+from callbacks.nonfinite import nonfinite_count, watched_tensors
+from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
 from callbacks.stats import (
     HIST,
     bin_edges,
@@ -46,7 +53,7 @@ class OptimizerProbe:
         optimizer: torch.optim.Optimizer,
         view: MomentView,
         names: dict[int, str],
-        on_metrics: MetricsSink,
+        on_metrics: MetricsSink | None,
         on_histograms: HistogramSink | None = None,
         log_every_n_steps: int = 50,
         histogram_every_n_steps: int = 0,
@@ -54,12 +61,15 @@ class OptimizerProbe:
         prefix: str = "diag",
         hist_prefix: str = "diag_hist",
         step: int = 0,
+        count_nonfinite: bool = False,
+        replica_all_reduce_max: AllReduceMax | None = None,
     ) -> None:
         self.optimizer, self.view, self.names = optimizer, view, names
         self.on_metrics, self.on_histograms = on_metrics, on_histograms
         self.log_every, self.hist_every = log_every_n_steps, histogram_every_n_steps
         self.per_parameter, self.prefix, self.hist_prefix = per_parameter, prefix, hist_prefix
         self.step = step
+        self.count_nonfinite, self.replica_all_reduce_max = count_nonfinite, replica_all_reduce_max
         self._prev: dict[int, Tensor] | None = None
         self._vhat_means: dict[str, float] = {}
         self._handle = None
@@ -78,6 +88,11 @@ class OptimizerProbe:
     def _after_step(self, optimizer, args, kwargs) -> None:
         self.step += 1
         log = self.step % self.log_every == 0
+        if self.on_metrics is None:  # another rank: only the replica check's collective
+            if log and self.replica_all_reduce_max is not None:
+                with torch.no_grad():
+                    self._extras()
+            return
         hist = (
             self.on_histograms is not None
             and self.hist_every > 0
@@ -94,7 +109,22 @@ class OptimizerProbe:
         state = self.optimizer.state
         return [p for g in self.optimizer.param_groups for p in g["params"] if state.get(p)]
 
+    def _extras(self) -> dict[str, Tensor]:
+        """The logging step's extra 0-d device tensors; the replica check's collective is here,
+        before anything that could return early, so every rank reaches it at the same steps."""
+        out = {}
+        if self.replica_all_reduce_max is not None:
+            sums = state_checksums(self.optimizer)
+            spread = replica_spread(sums, self.replica_all_reduce_max)
+            out[f"{self.prefix}/replica_max_abs_diff"] = spread
+        if self.count_nonfinite:
+            tensors = [t for _, _, t in watched_tensors(self.optimizer, self.names)]
+            if tensors:
+                out[f"{self.prefix}/nonfinite"] = nonfinite_count(tensors)
+        return out
+
     def _observe(self, log: bool, hist: bool, keep: bool) -> None:
+        extras = self._extras() if log else {}
         params = self._params()
         if not params:
             return
@@ -104,11 +134,18 @@ class OptimizerProbe:
             prevs = [prev.get(id(p)) if prev is not None else None for p in params]
             moments = [self.view.second_moment(p) for p in params]
             packed, layout = pack_rows(invs, prevs, moments)
-            rows, lo, hi = unpack_rows(packed.cpu().numpy(), layout)  # the one transfer
+            dev = packed.device
+            packed = torch.cat(
+                [packed, *(t.reshape(1).to(dev, packed.dtype) for t in extras.values())]
+            )
+            host = packed.cpu().numpy()  # the one transfer
+            rows, lo, hi = unpack_rows(host[: host.size - len(extras)], layout)
+            extra_values = dict(zip(extras, host[host.size - len(extras) :].tolist(), strict=True))
             names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
             edges = bin_edges(lo, hi)
             if log:
-                self.on_metrics(self._metrics(rows, names, edges), self.step)
+                self.on_metrics({**self._metrics(rows, names, edges), **extra_values}, self.step)
+            hist = hist and np.isfinite([lo, hi]).all()  # NaN state: no range to bin over
             if hist:
                 self.on_histograms(self._histograms(rows, names, edges), self.step)
         self._prev = {id(p): inv for p, inv in zip(params, invs, strict=True)} if keep else None

@@ -93,6 +93,7 @@ def _histogram(inv: Tensor, lo: Tensor, scale: Tensor) -> Tensor:
     lo, scale = lo.to(x.device, x.dtype), scale.to(x.device, x.dtype)
     # bin = (log10(1/inv) - lo) * scale; clamping first makes truncation a floor (and tames inf)
     x.mul_(-scale).sub_(lo * scale).clamp_(0, BINS - 1)
+    x.nan_to_num_(nan=0.0)  # NaN state (on_nonfinite="log" goes on): bin 0, not a crash
     return torch.bincount(x.int(), minlength=BINS)
 
 
