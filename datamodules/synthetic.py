@@ -8,6 +8,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
+from lit_amsgrad.errors import ConfigError
+
 
 class RoundChunks(Dataset):
     """Item i is the rounds i*R+1 .. min((i+1)*R, N) (1-based), in order."""
@@ -64,9 +66,9 @@ class SyntheticConvexDataModule(LightningDataModule):
     def __init__(self, num_rounds: int = 100_000, rounds_per_step: int = 1000) -> None:
         super().__init__()
         if num_rounds < 1:
-            raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
+            raise ConfigError(f"num_rounds must be >= 1, got {num_rounds}")
         if rounds_per_step < 1:
-            raise ValueError(f"rounds_per_step must be >= 1, got {rounds_per_step}")
+            raise ConfigError(f"rounds_per_step must be >= 1, got {rounds_per_step}")
         self.save_hyperparameters()
 
     def train_dataloader(self) -> RoundLoader:

@@ -13,6 +13,8 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import VisionDataset
 
+from lit_amsgrad.errors import ConfigError
+
 
 class DatasetNotFoundError(RuntimeError):
     """The dataset files are missing and could not be downloaded; the message says where to put them."""
@@ -41,12 +43,12 @@ def split_indices(
 ) -> tuple[list[int], list[int]]:
     """A seeded random (train, val) split of range(n); the same on every rank and every run."""
     if val_size < 0:
-        raise ValueError(f"val_size must be >= 0, got {val_size}")
+        raise ConfigError(f"val_size must be >= 0, got {val_size}")
     if train_size is not None and train_size < 1:
-        raise ValueError(f"train_size must be >= 1 or None, got {train_size}")
+        raise ConfigError(f"train_size must be >= 1 or None, got {train_size}")
     wanted = val_size + (train_size if train_size is not None else 1)
     if wanted > n:
-        raise ValueError(
+        raise ConfigError(
             f"val_size={val_size} and train_size={train_size} need {wanted} examples, "
             f"the training set has {n}"
         )
@@ -79,11 +81,11 @@ class VisionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers is None:
             num_workers = default_num_workers()
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise ConfigError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -150,7 +152,7 @@ class VisionDataModule(L.LightningDataModule):
     def _per_device_batch_size(self) -> int:
         world_size = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
         if self.batch_size % world_size != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size={self.batch_size} is the global batch and must be divisible by the "
                 f"number of processes (trainer.world_size={world_size}); choose a multiple of {world_size}"
             )

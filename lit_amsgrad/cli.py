@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_amsgrad.checkpointing import InterruptionCheckpoint
+from lit_amsgrad.errors import ConfigError, condense_parse_error
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -45,6 +47,10 @@ class ConfigNotFoundError(FileNotFoundError):
 
 class CheckpointNotFoundError(FileNotFoundError):
     """``--ckpt_path best|last`` with no earlier run of this config that saved one."""
+
+
+class CheckpointMismatchError(ConfigError):
+    """``--ckpt_path`` to a file that is not a checkpoint, or a checkpoint of another model."""
 
 
 def resolve_config(name: str) -> str:
@@ -101,6 +107,7 @@ class AMSGradCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})  # main() prints one line
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -111,6 +118,11 @@ class AMSGradCLI(LightningCLI):
         trainer = config["trainer"]
         ckpt_path = config.get("ckpt_path")
         resumed_run = None
+        if (
+            ckpt_path not in (None, "best", "last", "hpc", "registry")
+            and not Path(ckpt_path).is_file()
+        ):
+            raise CheckpointNotFoundError(f"--ckpt_path {ckpt_path}: no such file")
         if ckpt_path in ("best", "last"):
             # Lightning knows "best"/"last" only inside the process that fitted; a new run
             # finds them in the newest earlier run folder of the same config.
@@ -133,7 +145,29 @@ class AMSGradCLI(LightningCLI):
                 init_args["id"] = run_id  # a resumed fit continues its W&B run
                 init_args["resume"] = "allow"
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters before anything else
+        try:
+            super()._parse_ckpt_path()
+        except Exception as err:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise CheckpointMismatchError(
+                f"--ckpt_path {path} is not a readable checkpoint ({type(err).__name__}); "
+                "pass a .ckpt file saved by this project"
+            ) from None
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            if isinstance(err, ConfigError) or "Does not validate against" in str(err):
+                raise ConfigError(condense_parse_error(str(err))) from None
+            raise
+
     def _run_subcommand(self, subcommand: str) -> None:
+        config = self.config[subcommand] if subcommand else self.config
+        if config.get("ckpt_path"):
+            check_checkpoint_fits(config["ckpt_path"], self.model)
         try:
             super()._run_subcommand(subcommand)
         finally:
@@ -162,7 +196,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message is the whole story: printed as one line, no traceback."""
     from datamodules.vision import DatasetNotFoundError
 
-    return (CheckpointNotFoundError, DatasetNotFoundError)
+    return (CheckpointNotFoundError, DatasetNotFoundError, ConfigError)
 
 
 def new_run_dir(run_name: str) -> Path:
@@ -214,6 +248,32 @@ def find_previous_checkpoint(run_name: str, which: str) -> tuple[Path, Path]:
     )
 
 
+def check_checkpoint_fits(path: str, model: LightningModule) -> None:
+    """Fail in one line before training when ``path`` cannot be loaded into ``model``."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # a truncated or foreign file fails in many ways
+        raise CheckpointMismatchError(
+            f"--ckpt_path {path} is not a readable checkpoint ({type(err).__name__}); "
+            "pass a .ckpt file saved by this project"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointMismatchError(f"--ckpt_path {path} is not a Lightning checkpoint")
+    saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if saved != wanted:
+        missing = sorted(set(wanted) - set(saved))
+        extra = sorted(set(saved) - set(wanted))
+        shapes = sorted(k for k in set(saved) & set(wanted) if saved[k] != wanted[k])
+        raise CheckpointMismatchError(
+            f"--ckpt_path {path} is a checkpoint of another model than "
+            f"{type(model).__name__}: missing {missing[:3]}, unexpected {extra[:3]}, "
+            f"other shapes {shapes[:3]}"
+        )
+
+
 def wandb_run_id(run_dir: Path) -> str | None:
     """The id of the W&B run that logged into ``run_dir`` before, if any."""
     runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime)
@@ -253,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
         if not from_command_line:
             raise
         sys.exit(f"error: {err}")
+    except ArgumentError as err:
+        if not from_command_line:
+            raise
+        sys.exit(f"error: {condense_parse_error(str(err))} (see: train.py fit --help)")
     except SIGTERMException:
         if not from_command_line:
             raise

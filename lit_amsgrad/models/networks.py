@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from lit_amsgrad.errors import ConfigError
+
 
 def logistic_regression(in_features: int = 784, num_classes: int = 10) -> nn.Module:
     """Multiclass logistic regression: one linear layer on the flattened image."""
@@ -62,5 +64,5 @@ NETWORKS = {"logreg": logistic_regression, "mlp": mlp, "cifarnet": CIFARNet}
 def build_network(name: str) -> nn.Module:
     """The network called ``name`` (one of ``NETWORKS``)."""
     if name not in NETWORKS:
-        raise ValueError(f"net must be one of {sorted(NETWORKS)}, got {name!r}")
+        raise ConfigError(f"net must be one of {sorted(NETWORKS)}, got {name!r}")
     return NETWORKS[name]()

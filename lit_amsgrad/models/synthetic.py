@@ -19,6 +19,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor
 
+from lit_amsgrad.errors import ConfigError
 from lit_amsgrad.optim import AMSGrad
 
 PROBLEMS = ("online", "stochastic")
@@ -48,7 +49,7 @@ def loss_coefficients(
         generator = torch.Generator().manual_seed(seed * 1_000_003 + int(rounds[0, 0]))
         spike = torch.rand((rounds.shape[0], num_seeds), generator=generator) < spike_prob
     else:
-        raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+        raise ConfigError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
     return torch.where(spike, big, small).to(torch.float32)
 
 
@@ -73,11 +74,11 @@ class SyntheticConvexModule(LightningModule):
     ) -> None:
         super().__init__()
         if problem not in PROBLEMS:
-            raise ValueError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+            raise ConfigError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
         if num_seeds < 1:
-            raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+            raise ConfigError(f"num_seeds must be >= 1, got {num_seeds}")
         if not DOMAIN[0] <= x0 <= DOMAIN[1]:
-            raise ValueError(f"x0 must be in [{DOMAIN[0]}, {DOMAIN[1]}], got {x0}")
+            raise ConfigError(f"x0 must be in [{DOMAIN[0]}, {DOMAIN[1]}], got {x0}")
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer_factory = optimizer
         self.automatic_optimization = False

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lit_amsgrad.errors import ConfigError
+
 from . import fused as fused_kernels
 from .functional import StepCoefficients, ema_step_foreach, ema_step_single
 from .schedules import LR_SCHEDULES, ConstantBeta, first_moment_beta, lr_factor
@@ -24,8 +26,8 @@ from .schedules import LR_SCHEDULES, ConstantBeta, first_moment_beta, lr_factor
 BIAS_CORRECTIONS = ("none", "pytorch", "max_debiased")
 
 
-def _fail(name: str, allowed: str, value: Any) -> ValueError:
-    return ValueError(f"{name} must be {allowed}, got {value!r}")
+def _fail(name: str, allowed: str, value: Any) -> ConfigError:
+    return ConfigError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: str) -> None:

@@ -1,0 +1,86 @@
+"""Each bad input gets one clear line naming what is wrong and what is allowed, no traceback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fakedata import write_fake_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTH = ["--config", "synthetic_online_amsgrad.yaml", "--data.num_rounds=2000"]
+MNIST = ["--config", "mnist_logreg_amsgrad.yaml", "--data.data_dir=data", "--data.num_workers=0"]
+
+
+def _write_corrupt(tmp_path):
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint at all")
+
+
+def _write_other_model(tmp_path):
+    torch.save({"state_dict": {"x": torch.zeros(1)}}, tmp_path / "other.ckpt")
+
+
+CASES = {
+    "missing config": (["--config", "nope.yaml"], "config 'nope.yaml' not found", None),
+    "unknown key": ([*SYNTH, "--model.init_args.nope=1"], "Option 'nope' is not accepted", None),
+    "unknown optimizer": (
+        [*SYNTH, "--model.init_args.optimizer.class_path=lit_amsgrad.optim.Nope"],
+        "has no attribute 'Nope'",
+        None,
+    ),
+    "negative lr": (
+        [*SYNTH, "--model.init_args.optimizer.init_args.lr=-1"],
+        "lr must be >= 0, got -1.0",
+        None,
+    ),
+    "betas": (
+        [*SYNTH, "--model.init_args.optimizer.init_args.betas=[0.9,1.5]"],
+        "betas[1] must be in [0, 1), got 1.5",
+        None,
+    ),
+    "unknown net": ([*MNIST, "--model.init_args.net=resnet"], "net must be one of", None),
+    "missing data": (
+        ["--config", "mnist_logreg_amsgrad.yaml", "--data.data_dir=empty"],
+        "MNIST/raw",
+        None,
+    ),
+    "missing checkpoint": ([*SYNTH, "--ckpt_path", "gone.ckpt"], "gone.ckpt: no such file", None),
+    "corrupt checkpoint": (
+        [*SYNTH, "--ckpt_path", "corrupt.ckpt"],
+        "is not a readable checkpoint",
+        _write_corrupt,
+    ),
+    "checkpoint of another model": (
+        [*MNIST, "--ckpt_path", "other.ckpt"],
+        "is a checkpoint of another model than ImageClassifier",
+        _write_other_model,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_input")
+    write_fake_mnist(root / "data", n_train=5100, n_test=50)
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_clear_line(case, workdir):
+    args, expected, prepare = CASES[case]
+    if prepare is not None:
+        prepare(workdir)
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", *args, "--trainer.logger=false"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    message = result.stderr[result.stderr.rfind("\nerror: ") + 1 :]
+    assert message.startswith("error: ") and expected in message, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
