@@ -139,3 +139,35 @@ def test_figure1_at_a_tiny_size(workdir):
             assert all(-1.0 <= x <= 1.0 for x in result["final_x_per_seed"])  # projected onto F
             assert result["final_x"] == pytest.approx(sum(result["final_x_per_seed"]) / 2)
             assert math.isfinite(result["avg_regret"])
+
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.slow
+def test_figure2_on_real_mnist_digits_learns_with_both_optimizers(workdir):
+    """The README's setting in small: 8,000 of the 10,000 real test digits to train on,
+    2,000 others held out, one epoch of logistic regression per optimizer."""
+    import gzip
+
+    files = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    if not all((SHARED_MNIST / f"{name}.gz").is_file() for name in files):
+        pytest.skip(f"real MNIST digits not found in {SHARED_MNIST} (only the project's machines)")
+    raw = workdir / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in files:
+        data = gzip.decompress((SHARED_MNIST / f"{name}.gz").read_bytes())
+        (raw / name).write_bytes(data)
+        (raw / name.replace("t10k", "train")).write_bytes(data)
+    summary = run_figure2(
+        workdir / "out", "--task", "mnist_logreg", "--data-dir", str(workdir / "data"),
+        "--train-size", "8000", "--val-size", "2000", "--beta2", "0.99", "--lrs", "1e-2",
+        "--epochs", "1", "--eval-every", "21", "--wandb", "off",
+    )  # fmt: skip
+    assert_valid_png(workdir / "out" / "figure2_mnist_logreg.png")
+    for best in summary["best"].values():
+        assert best["steps"] == 63  # ceil(8000 / 128)
+        val = best["curves"]["val/loss"]
+        assert [s for s, _ in val] == [21, 42, 63]
+        assert val[-1][1] < val[0][1]
+        assert best["final_val_acc"] >= 0.85
