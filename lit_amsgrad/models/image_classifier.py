@@ -38,12 +38,19 @@ class ImageClassifier(L.LightningModule):
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
         # one metric object per stage: their states must not mix
-        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        # logged every step: under DDP the step value is the global batch's, not rank zero's
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", dist_sync_on_step=True)
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def on_train_start(self) -> None:
+        """Dropout masks must differ between DDP ranks (each rank sees other examples); the
+        initial weights (broadcast by DDP), the data split and the shuffling seed must not."""
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + 7919 * self.trainer.global_rank)
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
@@ -64,11 +71,11 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         accuracy(logits, y)
         # training logs every step, validation and test once per epoch: each key is logged
-        # under exactly its name (no _step/_epoch suffixes). Epoch means of val/test losses are
-        # averaged over processes under DDP; the metric objects sync their own counts.
+        # under exactly its name (no _step/_epoch suffixes). Losses are averaged over
+        # processes under DDP (a scalar all-reduce); the metric objects sync their own counts.
         train = stage == "train"
         log = {"on_step": train, "on_epoch": not train, "batch_size": y.shape[0], "prog_bar": True}
-        self.log(f"{stage}/loss", loss, sync_dist=not train, **log)
+        self.log(f"{stage}/loss", loss, sync_dist=True, **log)
         self.log(f"{stage}/acc", accuracy, **log)
         return loss
 
