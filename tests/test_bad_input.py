@@ -42,6 +42,12 @@ CASES = {
         None,
     ),
     "unknown net": ([*MNIST, "--model.init_args.net=resnet"], "net must be one of", None),
+    "batch not divisible by the world size": (
+        [*MNIST, "--data.batch_size=127", "--trainer.accelerator=cpu", "--trainer.devices=2",
+         "--trainer.strategy=ddp"],
+        "must be divisible by the number of processes (trainer.world_size=2)",
+        None,
+    ),  # fmt: skip
     "missing data": (
         ["--config", "mnist_logreg_amsgrad.yaml", "--data.data_dir=empty"],
         "MNIST/raw",
