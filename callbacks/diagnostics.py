@@ -38,16 +38,22 @@ class OptimizerDiagnostics(pl.Callback):
     ``diag_hist/eff_lr/<name>`` every ``histogram_every_n_steps`` (0 turns them off). The step
     passed to the loggers is the optimizer's own step count (the trainer's global step in
     automatic optimization); with several optimizers, optimizer i > 0 logs under ``diag_opt<i>/``.
-    Under DDP the optimizer state is identical on every rank, so only rank zero computes.
+    Under DDP the optimizer state is identical on every rank, so only rank zero computes
+    (``check_replicas`` is the exception: it verifies that premise).
 
     ``diag/nonfinite`` (NaN/inf entries over parameters, gradients and optimizer state) rides
     in each logging step's one transfer. ``on_nonfinite="stop"`` also checks every step, on
-    every rank, before the update: one fused max-abs pass over parameters, gradients and state
-    (about 4x the parameters' bytes for Adam-type state) and one host sync per step. On a
-    non-finite gradient it saves ``<default_root_dir>/checkpoints/last-good.ckpt`` (the state
-    before this step, on all ranks: saving is collective) and raises ``NonFiniteError``.
+    every rank, after backward and before the update: one max-abs pass over parameters,
+    gradients and state (5x the parameters' bytes for AMSGrad) and one host sync per step,
+    which stalls a GPU's queue once a step. On a non-finite gradient it saves
+    ``<default_root_dir>/checkpoints/last-good.ckpt`` (the state before this step; every rank
+    saves, as saving is collective) and raises ``NonFiniteError``; parameters or state that an
+    update itself made non-finite are caught one step later, with no last-good checkpoint (and
+    not at all after the very last step). Under fp16 AMP gradients are not checked: inf
+    gradients are GradScaler's normal signal, and it skips those steps itself.
     ``check_replicas=True`` makes every rank all-reduce a checksum of parameters and state at
-    logging steps; rank zero logs ``diag/replica_max_abs_diff`` (0 when the replicas agree).
+    logging steps (DDP only: sharded strategies differ per rank by design); rank zero logs
+    ``diag/replica_max_abs_diff``, 0 when the replicas agree.
     """
 
     ON_NONFINITE = ("log", "stop")

@@ -131,3 +131,29 @@ def test_find_nonfinite_names_the_state_key():
 def test_on_nonfinite_must_be_log_or_stop():
     with pytest.raises(ValueError, match="on_nonfinite must be one of 'log', 'stop'"):
         OptimizerDiagnostics(on_nonfinite="raise")
+
+
+class ManualNaN(NaNAt):
+    """Manual optimization, two optimizer steps per batch: the check runs at every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        for k in range(2):
+            x, y = batch
+            loss = nn.functional.mse_loss(self.net(x), y)
+            if batch_idx == 2 and k == 1:
+                loss = loss * float("inf")
+            opt.zero_grad()
+            self.manual_backward(loss)
+            opt.step()
+
+
+def test_stop_under_manual_optimization(tmp_path):
+    with pytest.raises(NonFiniteError, match="before optimizer step 6: grad of 'net.0.weight'"):
+        fit(tmp_path, ManualNaN(), OptimizerDiagnostics(on_nonfinite="stop"))
+    checkpoint = torch.load(tmp_path / "checkpoints" / LAST_GOOD, weights_only=False)
+    assert checkpoint["global_step"] == 5
