@@ -194,9 +194,10 @@ RUN_DIR_ENV = "LIT_AMSGRAD_RUN_DIR"
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message is the whole story: printed as one line, no traceback."""
+    from callbacks import NonFiniteError
     from datamodules.vision import DatasetNotFoundError
 
-    return (CheckpointNotFoundError, DatasetNotFoundError, ConfigError)
+    return (CheckpointNotFoundError, DatasetNotFoundError, ConfigError, NonFiniteError)
 
 
 def new_run_dir(run_name: str) -> Path:
