@@ -53,6 +53,11 @@ CASES = {
         "MNIST/raw",
         None,
     ),
+    "a run that turns non-finite, with on_nonfinite=stop": (
+        [*SYNTH, "--model.init_args.big=3e38", "--trainer.callbacks.on_nonfinite=stop"],
+        "non-finite values (NaN/inf) before optimizer step 2: optimizer state 'exp_avg_sq' of 'x'",
+        None,
+    ),
     "missing checkpoint": ([*SYNTH, "--ckpt_path", "gone.ckpt"], "gone.ckpt: no such file", None),
     "corrupt checkpoint": (
         [*SYNTH, "--ckpt_path", "corrupt.ckpt"],
