@@ -13,6 +13,7 @@ import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args, load_sweep_config
 
 from lit_amsgrad.cli import REPO_ROOT, main, resolve_config
+from lit_amsgrad.reproduce import TASKS
 
 SWEEP_DIR = REPO_ROOT / "configs" / "sweeps"
 SWEEPS = sorted(p.name for p in SWEEP_DIR.glob("*.yaml"))
@@ -45,7 +46,8 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def test_there_is_a_sweep_per_image_task():
-    assert SWEEPS == ["cifarnet.yaml", "mnist_logreg.yaml", "mnist_mlp.yaml"]
+    assert set(TASKS) == {"mnist_logreg", "mnist_mlp", "cifarnet"}
+    assert {f"{task}.yaml" for task in TASKS} <= set(SWEEPS)
 
 
 @pytest.mark.parametrize("name", SWEEPS)
