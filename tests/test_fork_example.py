@@ -80,6 +80,27 @@ def test_example_steps_with_a_linear_warmup_and_the_running_max(example_class):
         torch.testing.assert_close(optimizer.inverse_lr(param), denominator / alpha)
 
 
+def test_diagnostics_show_the_warmup_as_a_growing_step(example_class):
+    """The README's claim: while alpha_t grows and v_hat is held, Gamma_t < 0 everywhere
+    (diag/gamma_neg_frac = 1); once alpha_t is constant, no coordinate's step grows."""
+    from callbacks import OptimizerProbe, moment_view
+
+    param = torch.nn.Parameter(torch.ones(4))
+    optimizer = example_class([param], lr=0.01, betas=(0.9, 0.99), warmup=5)
+    logged: dict[int, float] = {}
+    probe = OptimizerProbe(
+        optimizer, moment_view(optimizer), {id(param): "x"},
+        on_metrics=lambda metrics, step: logged.update({step: metrics.get("diag/gamma_neg_frac")}),
+        log_every_n_steps=1, per_parameter=False,
+    ).attach()  # fmt: skip
+    for grad_scale in (30.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0):  # v_hat holds the first g^2
+        param.grad = torch.full_like(param, grad_scale)
+        optimizer.step()
+    probe.detach()
+    assert [logged[t] for t in range(2, 6)] == [1.0] * 4  # warm-up: alpha_t grows
+    assert [logged[t] for t in range(6, 9)] == [0.0] * 3  # constant alpha_t, v_hat held
+
+
 def test_example_trains_through_train_py(example_class, run_dir):
     name = f"fork_example.{example_class.__name__}"
     common = ["--config", "mnist_mlp_amsgrad.yaml", f"--data.data_dir={run_dir / 'data'}",
