@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import VisionDataset
 
 from lit_amsgrad.errors import ConfigError
@@ -57,6 +57,27 @@ def split_indices(
     rest = perm[val_size:]
     train = rest if train_size is None else rest[:train_size]
     return train, val
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that depends only on (seed, epoch), not on the global RNG.
+
+    Lightning calls ``set_epoch`` at every epoch start, so a run resumed from an epoch-end
+    checkpoint sees exactly the orders an uninterrupted run sees.
+    """
+
+    def __init__(self, length: int, seed: int) -> None:
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -171,7 +192,7 @@ class VisionDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.per_device_batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self._on_cuda(),
             persistent_workers=self.num_workers > 0,

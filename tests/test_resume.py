@@ -58,3 +58,36 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(optimizer, tmp_path, m
             assert got == value, key
     if optimizer == "adashift":
         assert "grad_queue" in ours["state"][0]
+
+
+@pytest.mark.parametrize("config", ["cifarnet_amsgrad.yaml", "mnist_logreg_amsgrad.yaml"])
+def test_image_task_resumed_at_an_epoch_end_equals_uninterrupted_run(config, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    """Image tasks: exact from an epoch-end checkpoint (shuffle by (seed, epoch), RNG kept
+    for dropout). Mid-epoch, their loaders are not resumable and Lightning says so."""
+    from tests.fakedata import skip_cifar10_md5, write_fake_cifar10, write_fake_mnist
+
+    write_fake_mnist(tmp_path / "data", n_train=5400, n_test=50)
+    write_fake_cifar10(tmp_path / "data", n_per_batch=1080, n_test=50)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    skip_cifar10_md5(monkeypatch)
+    common = ["--config", config, "--data.data_dir=data", "--data.num_workers=0",
+              "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+              "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1"]  # fmt: skip
+    whole = main(["fit", *common, "--trainer.max_epochs=3"])
+    first = main(["fit", *common, "--trainer.max_epochs=1"])
+    first_last = Path(first.trainer.checkpoint_callback.last_model_path)
+    assert torch.load(first_last, weights_only=False)["global_step"] == 3
+    resumed = main(["fit", *common, "--trainer.max_epochs=3", "--ckpt_path", "last"])
+    assert Path(resumed.trainer.ckpt_path).resolve() == first_last.resolve()
+    assert resumed.trainer.global_step == whole.trainer.global_step == 9
+    for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(p, q), name
+    ours = resumed.trainer.optimizers[0].state_dict()["state"]
+    reference = whole.trainer.optimizers[0].state_dict()["state"]
+    for index, state in reference.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(ours[index][key], value), (index, key)
