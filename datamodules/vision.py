@@ -68,16 +68,43 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __init__(self, length: int, seed: int) -> None:
         self.length, self.seed, self.epoch = length, seed, 0
+        self.skip = 0  # examples of this epoch already trained on (set on a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        # the full epoch: Lightning counts the resumed epoch's batches from where it stopped
         return self.length
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
+        order = torch.randperm(self.length, generator=generator).tolist()
+        skip, self.skip = self.skip, 0  # only the first pass after a resume is shortened
+        return iter(order[skip:])
+
+
+class ResumableDataLoader(DataLoader):
+    """A training loader that Lightning can resume mid-epoch (single process).
+
+    Lightning saves ``state_dict()`` in checkpoints. The position is the number of batches
+    the trainer has trained on in this epoch (``batches_done``), not what this loader has
+    handed out, since Lightning reads one batch ahead. Under DDP Lightning wraps the sampler
+    for sharding; there the resume is exact at epoch ends only (Lightning warns).
+    """
+
+    batches_done: Callable[[], int] = staticmethod(lambda: 0)
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.sampler
+        epoch = sampler.epoch if isinstance(sampler, EpochShuffleSampler) else 0
+        return {"epoch": epoch, "batches_done": int(self.batches_done())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.sampler
+        if isinstance(sampler, EpochShuffleSampler) and state["batches_done"] > 0:
+            sampler.set_epoch(state["epoch"])
+            sampler.skip = min(state["batches_done"] * self.batch_size, sampler.length)
 
 
 class VisionDataModule(L.LightningDataModule):
@@ -158,6 +185,13 @@ class VisionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
+    def _batches_done(self) -> int:
+        """Training batches finished in the current epoch, as the trainer counts them."""
+        if self.trainer is None:
+            return 0
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return progress.processed
+
     def val_dataloader(self) -> DataLoader | list:
         if self.val_size == 0:
             return []
@@ -189,14 +223,20 @@ class VisionDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a loader")
-        return DataLoader(
+        loader_cls = ResumableDataLoader if shuffle else DataLoader
+        loader = loader_cls(
             dataset,
             batch_size=self.per_device_batch_size,
             sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self._on_cuda(),
             persistent_workers=self.num_workers > 0,
+            # its own generator: worker seeds must not draw from the global RNG (dropout)
+            generator=torch.Generator().manual_seed(self.seed),
         )
+        if shuffle:
+            loader.batches_done = self._batches_done
+        return loader
 
     def _on_cuda(self) -> bool:
         accelerator = getattr(self.trainer, "accelerator", None)

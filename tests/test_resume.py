@@ -91,3 +91,36 @@ def test_image_task_resumed_at_an_epoch_end_equals_uninterrupted_run(config, tmp
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 assert torch.equal(ours[index][key], value), (index, key)
+
+
+@pytest.mark.parametrize("config", ["cifarnet_amsgrad.yaml", "mnist_logreg_amsgrad.yaml"])
+def test_image_task_resumed_mid_epoch_equals_uninterrupted_run(config, tmp_path, monkeypatch):
+    """Stopped after 5 of 8 batches of an epoch, resumed from the periodic checkpoint."""
+    from tests.fakedata import skip_cifar10_md5, write_fake_cifar10, write_fake_mnist
+
+    write_fake_mnist(tmp_path / "data", n_train=6024, n_test=50)  # 1024 train = 8 batches
+    write_fake_cifar10(tmp_path / "data", n_per_batch=1205, n_test=50)  # 1025 train
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    skip_cifar10_md5(monkeypatch)
+    cfg = yaml.safe_load((CONFIG_DIR / config).read_text())
+    for callback in cfg["trainer"]["callbacks"]:
+        if callback["init_args"].get("every_n_train_steps"):
+            callback["init_args"]["every_n_train_steps"] = 5
+    path = tmp_path / f"mid_{config}"
+    path.write_text(yaml.safe_dump(cfg))
+    common = ["--config", str(path), "--data.data_dir=data", "--data.num_workers=0",
+              "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+              "--trainer.limit_val_batches=1", "--trainer.max_epochs=2"]  # fmt: skip
+    whole = main(["fit", *common])
+    # a killed run: what is left of it is the periodic checkpoint of step 5 (a max_steps stop
+    # would also write an epoch-end last.ckpt, which is not the case to test)
+    stopped = main(["fit", *common, "--trainer.max_steps=5"])
+    (periodic,) = Path(stopped.trainer.default_root_dir).rglob("last-periodic.ckpt")
+    saved = torch.load(periodic, weights_only=False)
+    assert saved["global_step"] == 5  # mid-epoch
+    resumed = main(["fit", *common, "--ckpt_path", str(periodic)])
+    assert resumed.trainer.global_step == whole.trainer.global_step
+    for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(p, q), name
