@@ -209,7 +209,8 @@ def new_run_dir(run_name: str) -> Path:
     SLURM, where no rank is another's parent, pass ``--trainer.default_root_dir``.
     """
     parent_pid, _, inherited = os.environ.get(RUN_DIR_ENV, "").partition(":")
-    if inherited and parent_pid == str(os.getppid()):
+    is_ddp_child = os.environ.get("LOCAL_RANK", "0") != "0"  # set by Lightning's launcher
+    if inherited and is_ddp_child and parent_pid == str(os.getppid()):
         return Path(inherited)
     base = DEFAULT_RUNS_DIR / run_name / time.strftime("%Y%m%d-%H%M%S")
     run_dir, suffix = base, 1
@@ -305,6 +306,14 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
     except ConfigNotFoundError as err:
         sys.exit(f"error: {err}")
     os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        return _run_cli(resolved, from_command_line)
+    finally:
+        if os.environ.get(RUN_DIR_ENV, "").startswith(f"{os.getpid()}:"):
+            del os.environ[RUN_DIR_ENV]  # this run's folder is not for later runs
+
+
+def _run_cli(resolved: list[str], from_command_line: bool) -> AMSGradCLI:
     try:
         if from_command_line:  # LightningCLI reads sys.argv itself; hand it the resolved paths
             sys.argv[1:] = resolved
