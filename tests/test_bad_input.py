@@ -1,6 +1,5 @@
 """Each bad input gets one clear line naming what is wrong and what is allowed, no traceback."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 import torch
 
 from tests.fakedata import write_fake_mnist
+from tests.subprocess_env import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = ["--config", "synthetic_online_amsgrad.yaml", "--data.num_rounds=2000"]
@@ -43,8 +43,13 @@ CASES = {
     ),
     "unknown net": ([*MNIST, "--model.init_args.net=resnet"], "net must be one of", None),
     "batch not divisible by the world size": (
-        [*MNIST, "--data.batch_size=127", "--trainer.accelerator=cpu", "--trainer.devices=2",
-         "--trainer.strategy=ddp"],
+        [
+            *MNIST,
+            "--data.batch_size=127",
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+        ],
         "must be divisible by the number of processes (trainer.world_size=2)",
         None,
     ),  # fmt: skip
@@ -86,7 +91,7 @@ def test_bad_input_is_one_clear_line(case, workdir):
     args, expected, prepare = CASES[case]
     if prepare is not None:
         prepare(workdir)
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = offline_env()
     result = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "fit", *args, "--trainer.logger=false"],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=300,

@@ -1,6 +1,5 @@
 """train.py: config names resolve to configs/, run folders, W&B offline, Figure 1 end to end."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from lit_amsgrad.cli import (
     resolve_config,
     resolve_config_args,
 )
+from tests.subprocess_env import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_print_config_shows_the_optimizer(tmp_path):
 @pytest.mark.slow
 def test_readme_command_runs_twice_into_run_folders(tmp_path):
     """The README's main command, twice in one directory: W&B offline, nothing in the cwd."""
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = offline_env()
     env.pop("WANDB_API_KEY", None)
     command = [sys.executable, str(REPO / "train.py"), "fit", "--config",
                "synthetic_online_amsgrad.yaml", "--data.num_rounds=5000"]  # fmt: skip

@@ -1,6 +1,5 @@
 """DDP end to end through train.py on CPU (gloo): one run folder and one W&B run, not one per rank."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakedata import write_fake_mnist
+from tests.subprocess_env import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -15,8 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_two_process_ddp_fit_logs_one_wandb_run(tmp_path):
     write_fake_mnist(tmp_path / "data", n_train=5600, n_test=100)
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    env.pop("LIT_AMSGRAD_RUN_DIR", None)
+    env = offline_env()
     command = [
         sys.executable, str(REPO / "train.py"), "fit", "--config", "mnist_logreg_amsgrad.yaml",
         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",

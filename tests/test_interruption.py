@@ -1,6 +1,5 @@
 """SIGTERM during fit leaves a checkpoint that resumes; the W&B offline run is closed."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 import yaml
 
 from lit_amsgrad.cli import CONFIG_DIR
+from tests.subprocess_env import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
 ROUNDS = 400_000  # long enough to be interrupted on any machine
@@ -33,7 +33,7 @@ def _config(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = offline_env()
     command = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(_config(tmp_path)),
                f"--data.num_rounds={ROUNDS}", "--trainer.enable_progress_bar=false"]  # fmt: skip
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
