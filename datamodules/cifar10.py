@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
@@ -41,6 +40,7 @@ class CIFAR10DataModule(VisionDataModule):
 
     dataset_cls = CIFAR10
     name = "CIFAR-10"
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
 
     def __init__(
         self,
@@ -61,15 +61,6 @@ class CIFAR10DataModule(VisionDataModule):
             return self.eval_transform()
         return v2.Compose(
             [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), self.eval_transform()]
-        )
-
-    def eval_transform(self) -> Callable:
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-            ]
         )
 
     def missing_files_help(self) -> str:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
 from torchvision.datasets import MNIST
-from torchvision.transforms import v2
 
 from datamodules.vision import VisionDataModule
 
@@ -35,15 +31,7 @@ class MNISTDataModule(VisionDataModule):
 
     dataset_cls = MNIST
     name = "MNIST"
-
-    def eval_transform(self) -> Callable:
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(MNIST_MEAN, MNIST_STD),
-            ]
-        )
+    mean, std = MNIST_MEAN, MNIST_STD
 
     def missing_files_help(self) -> str:
         raw = (self.data_dir / "MNIST" / "raw").resolve()

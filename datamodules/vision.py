@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.datasets import VisionDataset
+from torchvision.transforms import v2
 
 from lit_amsgrad.errors import ConfigError
 
@@ -116,6 +117,9 @@ class VisionDataModule(L.LightningDataModule):
 
     dataset_cls: type[VisionDataset]
     name: str = "dataset"
+    #: per-channel mean and std of the training images, for the normalisation
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def __init__(
         self,
@@ -153,8 +157,10 @@ class VisionDataModule(L.LightningDataModule):
         return self.eval_transform()
 
     def eval_transform(self) -> Callable:
-        """Transform of the validation and test splits."""
-        raise NotImplementedError
+        """Transform of the validation and test splits: tensor in [0, 1], normalised."""
+        return v2.Compose(
+            [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        )
 
     def missing_files_help(self) -> str:
         """Where the files must be and how to get them, for the offline error."""

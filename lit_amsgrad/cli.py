@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from argparse import ArgumentError
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,33 +67,34 @@ def resolve_config(name: str) -> str:
     )
 
 
-def resolve_config_args(argv: Sequence[str]) -> list[str]:
-    """Rewrite every ``--config X`` / ``--config=X`` / ``-c X`` so that X is a path."""
+def _map_config_args(argv: Sequence[str], fn: Callable[[str], str]) -> list[str]:
+    """Apply ``fn`` to the value of every ``--config X`` / ``--config=X`` / ``-c X``."""
     out: list[str] = []
     expect_config = False
     for arg in argv:
         if expect_config:
-            out.append(resolve_config(arg))
+            out.append(fn(arg))
             expect_config = False
         elif arg in ("--config", "-c"):
             out.append(arg)
             expect_config = True
         elif arg.startswith("--config="):
-            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
+            out.append("--config=" + fn(arg.split("=", 1)[1]))
         else:
             out.append(arg)
     return out
 
 
+def resolve_config_args(argv: Sequence[str]) -> list[str]:
+    """Rewrite every config argument so that its value is a path."""
+    return _map_config_args(argv, resolve_config)
+
+
 def _config_stem(argv: Sequence[str]) -> str:
     """The name of the last config file given, for the run folder; 'run' without one."""
-    stem = "run"
-    for i, arg in enumerate(argv):
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            stem = Path(argv[i + 1]).stem
-        elif arg.startswith("--config="):
-            stem = Path(arg.split("=", 1)[1]).stem
-    return stem
+    configs: list[str] = []
+    _map_config_args(argv, lambda value: configs.append(value) or value)
+    return Path(configs[-1]).stem if configs else "run"
 
 
 class AMSGradCLI(LightningCLI):
@@ -134,14 +135,14 @@ class AMSGradCLI(LightningCLI):
             else:
                 trainer["default_root_dir"] = str(new_run_dir(self.run_name))
         logger = trainer.get("logger")
-        if _is_run_logger(logger):
-            init_args = logger.get("init_args")
-            if init_args is not None and init_args.get("save_dir") is None:
+        init_args = logger.get("init_args") if _is_run_logger(logger) else None
+        if init_args is not None:
+            if init_args.get("save_dir") is None:
                 init_args["save_dir"] = trainer["default_root_dir"]
-            if init_args is not None and init_args.get("name") is None:
+            if init_args.get("name") is None:
                 init_args["name"] = self.run_name
             run_id = wandb_run_id(Path(trainer["default_root_dir"]))
-            if init_args is not None and init_args.get("id") is None and run_id:
+            if init_args.get("id") is None and run_id:
                 init_args["id"] = run_id  # a resumed fit continues its W&B run
                 init_args["resume"] = "allow"
 

@@ -41,11 +41,7 @@ def run_synthetic(problem: str, optimizer: str, rounds: int | None, seeds: int |
     """Fit ``synthetic_<problem>_<optimizer>.yaml`` through the CLI; returns the fitted module."""
     from lit_amsgrad.cli import AMSGradCLI, resolve_config
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # one progress display, not 8 banners
-    # args are given on purpose: this process's own argv belongs to `reproduce`
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-
+    _quiet_lightning()  # after the import: Lightning sets its loggers' levels on import
     args = [
         "--config", resolve_config(f"synthetic_{problem}_{optimizer}.yaml"),
         "--trainer.logger=false", "--trainer.enable_progress_bar=false",

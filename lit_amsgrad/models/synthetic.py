@@ -26,6 +26,11 @@ PROBLEMS = ("online", "stochastic")
 DOMAIN = (-1.0, 1.0)
 
 
+def check_problem(problem: str) -> None:
+    if problem not in PROBLEMS:
+        raise ConfigError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+
+
 def loss_coefficients(
     problem: str,
     rounds: Tensor,
@@ -49,7 +54,7 @@ def loss_coefficients(
         generator = torch.Generator().manual_seed(seed * 1_000_003 + int(rounds[0, 0]))
         spike = torch.rand((rounds.shape[0], num_seeds), generator=generator) < spike_prob
     else:
-        raise ConfigError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+        check_problem(problem)
     return torch.where(spike, big, small).to(torch.float32)
 
 
@@ -73,8 +78,7 @@ class SyntheticConvexModule(LightningModule):
         spike_prob: float = 0.01,
     ) -> None:
         super().__init__()
-        if problem not in PROBLEMS:
-            raise ConfigError(f"problem must be one of {list(PROBLEMS)}, got {problem!r}")
+        check_problem(problem)
         if num_seeds < 1:
             raise ConfigError(f"num_seeds must be >= 1, got {num_seeds}")
         if not DOMAIN[0] <= x0 <= DOMAIN[1]:
