@@ -1,11 +1,12 @@
 """Optimizer step time against torch.optim.Adam, measured side by side.
 
-    python benchmarks/optimizer_step.py [--quick] [--repeats 11] [--steps 2]
+    python benchmarks/optimizer_step.py [--quick] [--repeats 31] [--steps 3]
         [--sizes small large] [--dtypes float32 bfloat16]
 
 Every candidate steps the same parameter shapes with the same gradients; rounds are
-interleaved (candidate A, B, C, ... then again) and the median over rounds is reported, so
-machine noise hits all candidates alike. Each optimizer here runs eager (per-tensor loop),
+interleaved (candidate A, B, C, ... then again). ms/step is the median over rounds; a ratio
+is the median of the per-round ratios, with their quartiles, because the two sides of a
+per-round ratio ran seconds apart and a slow phase of a shared machine hits both. Each optimizer here runs eager (per-tensor loop),
 foreach and fused (one compiled kernel, ``fused=True``); torch's Adam and Adam(amsgrad=True)
 run ``foreach=False``, ``foreach=True`` and ``fused=True``. Ratios are against torch's fused
 step of the same run: Adam(amsgrad=True) for the AMSGrad family, plain Adam for the rest.
@@ -113,10 +114,29 @@ def time_steps(step: Callable[[], object], steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
+@dataclass
+class Measured:
+    """Seconds per step of every candidate, round by round (rounds are interleaved)."""
+
+    samples: dict[str, list[float]]
+    compile_seconds: dict[str, float]
+    copy_bytes: int
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.samples[name])
+
+    def ratio(self, name: str, reference: str) -> tuple[float, float, float]:
+        """Median and quartiles of the per-round ratio name / reference: each round's pair
+        ran back to back, so a slow phase of the machine hits both sides of a ratio."""
+        ratios = [a / b for a, b in zip(self.samples[name], self.samples[reference], strict=True)]
+        q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+        return median, q1, q3
+
+
 def bench(
     size: str, dtype: torch.dtype, rows: list[Candidate], repeats: int, steps: int
-) -> tuple[dict[str, float], dict[str, float], int]:
-    """Median seconds per step of every candidate and of the copy; compile seconds."""
+) -> Measured:
+    """Seconds per step of every candidate and of the copy, over interleaved rounds."""
     n_tensors, numel = SIZES[size]
     setups: dict[str, Callable[[], object]] = {}
     compile_seconds = {}
@@ -136,7 +156,7 @@ def bench(
     for _ in range(repeats):
         for name, step in setups.items():
             samples[name].append(time_steps(step, steps))
-    return {name: statistics.median(s) for name, s in samples.items()}, compile_seconds, total_bytes
+    return Measured(samples, compile_seconds, total_bytes)
 
 
 def second_process_compile() -> str:
@@ -153,41 +173,44 @@ def second_process_compile() -> str:
 
 def report(size: str, dtype: torch.dtype, rows: list[Candidate], repeats: int, steps: int) -> None:
     n_tensors, numel = SIZES[size]
-    medians, compiled, copy_bytes = bench(size, dtype, rows, repeats, steps)
-    loop = medians["torch Adam(amsgrad) foreach=False"]
+    measured = bench(size, dtype, rows, repeats, steps)
+    loop = "torch Adam(amsgrad) foreach=False"
     print(
         f"\n{size}: {n_tensors * numel / 1e6:.2f}M parameters in {n_tensors} tensors, "
         f"{str(dtype).removeprefix('torch.')}"
     )
     print(
         f"{'candidate':36s} {'ms/step':>8s} {'vs loop':>8s} {'vs fused':>9s} "
-        f"{'GB/s':>6s} {'compile s':>9s}"
+        f"{'(quartiles)':>13s} {'GB/s':>6s} {'compile s':>9s}"
     )
     for row in rows:
-        seconds = medians[row.name]
-        fused = medians[TORCH_AMSGRAD_FUSED if row.amsgrad_family else TORCH_ADAM_FUSED]
+        seconds = measured.median(row.name)
+        fused = TORCH_AMSGRAD_FUSED if row.amsgrad_family else TORCH_ADAM_FUSED
+        vs_loop = measured.ratio(row.name, loop)[0]
+        vs_fused, q1, q3 = measured.ratio(row.name, fused)
         bandwidth = ""
         if row.name.endswith("fused"):
             bandwidth = f"{row.buffers * n_tensors * numel * dtype.itemsize / seconds / 1e9:6.1f}"
+        compiled = measured.compile_seconds
         compile_s = f"{compiled[row.name]:9.1f}" if row.name in compiled else ""
         print(
-            f"{row.name:36s} {seconds * 1e3:8.2f} {seconds / loop:7.2f}x "
-            f"{seconds / fused:8.2f}x {bandwidth:>6s} {compile_s}"
+            f"{row.name:36s} {seconds * 1e3:8.2f} {vs_loop:7.2f}x {vs_fused:8.2f}x "
+            f"{f'[{q1:.2f}-{q3:.2f}]':>13s} {bandwidth:>6s} {compile_s}"
         )
-    copy_s = medians["copy"]
+    copy_s = measured.median("copy")
     print(f"{'copy (same bytes as 9 buffers)':36s} {copy_s * 1e3:8.2f} {'':8s} {'':9s} "
-          f"{copy_bytes / copy_s / 1e9:6.1f}")  # fmt: skip
+          f"{'':13s} {measured.copy_bytes / copy_s / 1e9:6.1f}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 optimizers, 5 rounds")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds (default 11, quick 5)")
-    parser.add_argument("--steps", type=int, default=2, help="steps per candidate and round")
+    parser.add_argument("--quick", action="store_true", help="3 optimizers, 11 rounds")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds (default 31, quick 11)")
+    parser.add_argument("--steps", type=int, default=3, help="steps per candidate and round")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     args = parser.parse_args()
-    repeats = args.repeats or (5 if args.quick else 11)
+    repeats = args.repeats or (11 if args.quick else 31)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; "
         f"median of {repeats} interleaved rounds of {args.steps} steps; "

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lit_amsgrad.cli import CONFIG_DIR, REPO_ROOT, main
@@ -140,3 +141,30 @@ def test_ckpt_path_best_without_an_earlier_run_says_so(fake_root, run_dir):
     with pytest.raises(CheckpointNotFoundError, match="no earlier run of 'mnist_mlp_adam'"):
         main(["test", "--config", "mnist_mlp_adam.yaml", f"--data.data_dir={fake_root}",
               "--ckpt_path", "best"])  # fmt: skip
+
+
+@pytest.mark.parametrize("config", IMAGE_CONFIGS)
+def test_every_image_config_has_the_fused_switch(config):
+    """One line turns the compiled step on: ``fused`` is spelled out in every image config."""
+    cfg = yaml.safe_load((CONFIG_DIR / config).read_text())
+    assert cfg["model"]["init_args"]["optimizer"]["init_args"]["fused"] is False
+
+
+def test_fused_switch_trains_like_the_eager_step(fake_root, run_dir):
+    """The same 6 steps of logistic regression with the eager and the fused step end at the
+    same weights (to float32 round-off), through train.py's CLI."""
+    weights = []
+    for fused in ("false", "true"):
+        cli = main(
+            ["fit", "--config", "mnist_logreg_amsgrad.yaml", f"--data.data_dir={fake_root}",
+             "--trainer.max_steps=6", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+             "--data.num_workers=0", f"--model.optimizer.init_args.fused={fused}"]
+        )  # fmt: skip
+        (optimizer,) = cli.trainer.optimizers
+        assert optimizer.param_groups[0]["fused"] is (fused == "true")
+        assert cli.trainer.global_step == 6
+        assert all(state["step"] == 6 for state in optimizer.state.values())
+        weights.append({k: v.clone() for k, v in cli.model.state_dict().items()})
+    assert weights[0].keys() == weights[1].keys()
+    for key, eager in weights[0].items():
+        torch.testing.assert_close(weights[1][key], eager, msg=key)

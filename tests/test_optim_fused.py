@@ -1,5 +1,5 @@
-"""fused=True: the compiled step equals the eager one, interchanges state with it, and does not
-recompile when lr or t change.
+"""fused=True: the compiled step equals the eager one, interchanges state with it, does not
+recompile when lr or t change, and notices inputs whose layout changed.
 
 Compiling is slow on a small CPU, so the tests share kernels: the compiled kernels live in a
 process-wide cache keyed by (mode flags, device, dtype, shapes), and every test here steps the
@@ -10,7 +10,6 @@ import copy
 
 import pytest
 import torch
-from torch._dynamo.utils import counters
 
 from lit_amsgrad.optim import Adam, AdamNC, AdaShift, AMSGrad, GenericAdam, fused
 
@@ -148,7 +147,21 @@ def test_parameters_at_different_steps():
     _assert_same_state(opt, ref, params, ref_params)
 
 
-def test_no_recompile_when_lr_and_t_change():
+@pytest.fixture
+def compiles(monkeypatch):
+    """Counts the kernels traced and compiled from here on."""
+    calls = []
+    compile_kernel = fused._compile
+
+    def counted(*args):
+        calls.append(args)
+        return compile_kernel(*args)
+
+    monkeypatch.setattr(fused, "_compile", counted)
+    return calls
+
+
+def test_no_recompile_when_lr_and_t_change(compiles):
     """A scheduler moves lr every step and t advances: one compile for the whole run."""
     shapes = [(7, 2), (3,)]  # shapes no other test uses: this test pays its own compile
     params = [torch.randn(s).requires_grad_(True) for s in shapes]
@@ -158,20 +171,65 @@ def test_no_recompile_when_lr_and_t_change():
     _run(opt, params, gen, 1)
     scheduler.step()
     assert opt.compile_seconds > 0
-    compiled, graphs = dict(fused.COMPILE_SECONDS), counters["stats"]["unique_graphs"]
-    first_compile = opt.compile_seconds
+    assert len(compiles) == 1
+    compiled, first_compile = dict(fused.COMPILE_SECONDS), opt.compile_seconds
     for _ in range(30):
         _run(opt, params, gen, 1)
         scheduler.step()
     assert opt.param_groups[0]["lr"] < 1e-2 * 0.9**29
     assert compiled == fused.COMPILE_SECONDS
-    assert counters["stats"]["unique_graphs"] == graphs
+    assert len(compiles) == 1
     assert opt.compile_seconds == first_compile
+    assert opt.state[params[0]]["step"] == 31
     # a second optimizer with the same signature reuses the kernel: nothing to compile
     again = AMSGrad(params, lr=5e-3, fused=True, lr_schedule="inv_sqrt", bias_correction="pytorch")
     _run(again, params, gen, 3)
     assert again.compile_seconds == 0.0
-    assert counters["stats"]["unique_graphs"] == graphs
+    assert len(compiles) == 1
+
+
+def test_a_changed_layout_compiles_a_kernel_for_it(compiles):
+    """The kernel is looked up by the parameters' identity; when a gradient arrives with other
+    strides, or a parameter's storage is swapped for one laid out differently, the kernel's
+    entry check notices before it writes and the step runs a kernel built for the new layout.
+    """
+    shapes = [(5, 6), (6,)]  # this test's own shapes: it counts its own compiles
+    runs = []
+    for is_fused in (False, True):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(s, generator=gen).requires_grad_(True) for s in shapes]
+        opt = AMSGrad(params, lr=1e-2, fused=is_fused, bias_correction="pytorch")
+        for step in range(9):
+            grads = [torch.randn(p.shape, generator=gen) for p in params]
+            if step >= 3:  # the matrix's gradient now arrives transposed in memory
+                grads[0] = grads[0].t().contiguous().t()
+            if step == 6:  # the matrix's storage becomes column-major (same values)
+                params[0].data = params[0].data.t().contiguous().t()
+                state = opt.state[params[0]]
+                for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+                    state[key] = state[key].t().contiguous().t()
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            opt.step()
+        runs.append((params, opt))
+    (ref_params, ref), (params, opt) = runs
+    assert not params[0].grad.is_contiguous() and not params[0].is_contiguous()
+    _assert_same_state(opt, ref, params, ref_params)
+    assert len(compiles) == 3  # contiguous, transposed gradient, transposed everything
+
+
+def test_steps_are_counted_once_per_step():
+    """On CPU the kernel increments the step counters; every parameter counts each step once,
+    including one that skipped steps and so runs in a kernel call of its own."""
+    params = _params()
+    opt = AMSGrad(params, lr=1e-2, fused=True)
+    gen = torch.Generator().manual_seed(3)
+    for step in range(7):
+        for i, p in enumerate(params):
+            p.grad = None if (i == 0 and step % 2) else torch.randn(p.shape, generator=gen)
+        opt.step()
+    assert [opt.state[p]["step"].item() for p in params] == [4.0, 7.0, 7.0]
+    assert all(opt.state[p]["step"].dtype == torch.float32 for p in params)
 
 
 def test_grad_scaler_unscales_before_the_fused_step():
@@ -218,3 +276,23 @@ def test_bfloat16_fused_tracks_eager(cls):
     for p, q in zip(*runs, strict=True):
         assert p.dtype == torch.bfloat16
         torch.testing.assert_close(p, q, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("is_fused", [False, True], ids=["eager", "fused"])
+@pytest.mark.parametrize("block", ["tensor", "row"])
+def test_adashift_state_saved_without_the_stored_squares_resumes(is_fused, block):
+    """``grad_queue_sq_max`` (phi(g^2) per window slot) is rebuilt from the window when a
+    state saved before it was kept is loaded; the run goes on as if never interrupted."""
+    ref_params, ref = _trajectory(AdaShift, dict(n=3, block=block), (False, False))
+    params = _params()
+    gen = torch.Generator().manual_seed(1)
+    opt = AdaShift(params, lr=1e-2, n=3, block=block, fused=is_fused)
+    _run(opt, params, gen, STEPS // 2)
+    saved = copy.deepcopy(opt.state_dict())
+    dropped = [state.pop("grad_queue_sq_max", None) for state in saved["state"].values()]
+    kept = [d is not None and d.shape[0] == 3 for d in dropped]
+    assert kept == [True, True, False]  # the 0-dim parameter squares its slot, stores nothing
+    opt = AdaShift(params, lr=1e-2, n=3, block=block, fused=is_fused)
+    opt.load_state_dict(saved)
+    _run(opt, params, gen, STEPS - STEPS // 2)
+    _assert_same_state(opt, ref, params, ref_params)

@@ -5,7 +5,9 @@ g_{t-n}, reduced per block with a max (the "spatial" operation); the first momen
 beta_1-weighted average of the window. The first n steps only fill the window.
 
 State: ``step``, ``exp_avg`` (the window average m_t), ``exp_avg_sq`` (v_t, one value per
-block), ``grad_queue`` (the window as an [n, *shape] ring buffer, slot (t-1) mod n).
+block), ``grad_queue`` (the window as an [n, *shape] ring buffer, slot (t-1) mod n) and, for
+the ``"tensor"`` and ``"row"`` blocks, ``grad_queue_sq_max`` (phi(g^2) of each slot, stored
+when the gradient enters the window, so that v_t never reads the window twice).
 """
 
 from __future__ import annotations
@@ -76,16 +78,30 @@ class AdaShift(AdaptiveOptimizer):
         state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(self._reduce(group, param))
         state["grad_queue"] = param.new_zeros((group["n"], *param.shape))
+        if self._stores_sq_max(group, param):
+            state["grad_queue_sq_max"] = param.new_zeros((group["n"], *state["exp_avg_sq"].shape))
 
     @staticmethod
     def _reduce(group: dict[str, Any], squared: Tensor) -> Tensor:
         """The spatial operation phi: max per block, kept broadcastable to the parameter."""
-        block = group["block"]
-        if block == "element" or squared.dim() == 0:
-            return squared
-        if block == "tensor":
-            return squared.amax()
-        return squared.amax(dim=tuple(range(1, squared.dim())), keepdim=True)
+        return fused_kernels.reduce_block(group["block"], squared)
+
+    @staticmethod
+    def _stores_sq_max(group: dict[str, Any], param: Tensor) -> bool:
+        """Whether phi(g^2) is a reduction worth storing per slot (not for element blocks)."""
+        return group["block"] != "element" and param.dim() > 0
+
+    def _sq_max(self, group: dict[str, Any], param: Tensor, state: dict) -> Tensor | None:
+        """The stored phi(g^2) per slot; rebuilt from the window for a state saved without
+        it (checkpoints of versions before it was kept)."""
+        if not self._stores_sq_max(group, param):
+            return None
+        sq_max = state.get("grad_queue_sq_max")
+        if sq_max is None:
+            queue = state["grad_queue"]
+            sq_max = torch.stack([self._reduce(group, g * g) for g in queue])
+            state["grad_queue_sq_max"] = sq_max
+        return sq_max
 
     def _window_weights(self, group: dict[str, Any], t: int, like: Tensor) -> Tensor:
         """Weights of the ring buffer's slots: beta_1^age / sum, age 0 for g_t."""
@@ -107,16 +123,20 @@ class AdaShift(AdaptiveOptimizer):
         for param, grad, state in zip(params, grads, states, strict=True):
             t = int(state["step"].item())
             queue = state["grad_queue"]
+            sq_max = self._sq_max(group, param, state)
             slot = (t - 1) % n
             if t <= n:  # warm-up: fill the window, no update
                 queue[slot].copy_(grad)
+                if sq_max is not None:
+                    sq_max[slot] = self._reduce(group, grad * grad)
                 state["step_size"], state["v_divisor_sqrt"] = 0.0, None
                 continue
             shifted = queue[slot]  # g_{t-n}, about to leave the window
-            state["exp_avg_sq"].mul_(beta2).add_(
-                self._reduce(group, shifted * shifted), alpha=1 - beta2
-            )
+            squared = sq_max[slot].clone() if sq_max is not None else shifted * shifted
+            state["exp_avg_sq"].mul_(beta2).add_(squared, alpha=1 - beta2)
             shifted.copy_(grad)
+            if sq_max is not None:
+                sq_max[slot] = self._reduce(group, grad * grad)
             weights = self._window_weights(group, t, param)
             exp_avg = state["exp_avg"]
             torch.mv(queue.view(n, -1).t(), weights, out=exp_avg.view(-1))
@@ -133,16 +153,16 @@ class AdaShift(AdaptiveOptimizer):
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
     ) -> None:
         n = group["n"]
-        buckets = self._fused_buckets(params, states)
-        for (_, _, t), indices in buckets.items():
-            picked = [params[i] for i in indices]
-            sub_grads = [grads[i] for i in indices]
-            sub = [states[i] for i in indices]
+        for (device, _, t), indices in self._fused_buckets(params, states):
+            picked, sub_grads, sub = params, grads, states
+            if indices is not None:
+                picked = [params[i] for i in indices]
+                sub_grads = [grads[i] for i in indices]
+                sub = [states[i] for i in indices]
             if t <= n + 1:  # warm-up and the first update read the whole window: eager
                 self._eager_step(group, picked, sub_grads, sub)
                 continue
-            torch._foreach_add_([st["step"] for st in sub], 1.0)
-            self._fused_kernel_step(group, picked, sub_grads, sub, int(t))
+            self._fused_kernel_step(group, picked, sub_grads, sub, int(t), device)
 
     def _fused_kernel_step(
         self,
@@ -151,6 +171,7 @@ class AdaShift(AdaptiveOptimizer):
         grads: list[Tensor],
         states: list[dict],
         t: int,
+        device: torch.device,
     ) -> None:
         n, (beta1, beta2) = group["n"], group["betas"]
         step_size, v_divisor_sqrt = self._alpha(group, t), None
@@ -172,13 +193,48 @@ class AdaShift(AdaptiveOptimizer):
             weight_decay=self._weight_decay_mode(group),
             bounded=group["bounds"] is not None,
         )
-        slot = torch.tensor((t - 1) % n, device=params[0].device)
-        self._run_kernel(
-            fused_kernels.kernel(flags, params),
-            params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
-            [st["grad_queue"] for st in states],
-            fused_kernels.pack(fused_kernels.ADASHIFT_SCALARS, values, params[0]), slot,
-        )  # fmt: skip
+        scalars = fused_kernels.pack(fused_kernels.ADASHIFT_SCALARS, values, params[0])
+        index = (t - 1) % n
+        windows = [self._window_slots(group, p, st) for p, st in zip(params, states, strict=True)]
+        # one kernel reads the stored phi(g^2); element blocks and 0-dim tensors square the slot
+        for stored in (True, False):
+            part = [i for i, w in enumerate(windows) if (w[1] is not None) == stored]
+            if not part:
+                continue
+            every = len(part) == len(params)
+            sub = states if every else [states[i] for i in part]
+            self._run_fused(
+                flags,
+                [params if every else [params[i] for i in part],
+                 grads if every else [grads[i] for i in part],
+                 [st["exp_avg"] for st in sub], [st["exp_avg_sq"] for st in sub],
+                 [windows[i][0][index] for i in part],
+                 [windows[i][1][index] for i in part] if stored else [],
+                 self._fused_steps(sub, device)],
+                scalars,
+            )  # fmt: skip
+
+    def _window_slots(
+        self, group: dict[str, Any], param: Tensor, state: dict
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...] | None]:
+        """The slots of ``grad_queue`` and ``grad_queue_sq_max`` as views, built once per
+        window: the fused step passes one slot of each to its kernel, and indexing 2 x 60
+        tensors anew every step would cost about 100 us of host time."""
+        cache = self.__dict__.setdefault("_window_cache", {})
+        entry = cache.get(id(state))
+        if (
+            entry is None
+            or entry[0] is not state["grad_queue"]
+            or entry[1] is not state.get("grad_queue_sq_max")
+        ):
+            queue, sq_max = state["grad_queue"], self._sq_max(group, param, state)
+            slots = sq_max.unbind(0) if sq_max is not None else None
+            entry = cache[id(state)] = (queue, sq_max, queue.unbind(0), slots)
+        return entry[2], entry[3]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.pop("_window_cache", None)  # views of the windows being replaced
+        super().load_state_dict(state_dict)
 
     def _second_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> tuple:
         return state["exp_avg_sq"], None

@@ -221,13 +221,32 @@ class AdaptiveOptimizer(Optimizer):
         raise NotImplementedError
 
     @staticmethod
-    def _fused_buckets(params: list[Tensor], states: list[dict]) -> dict[tuple, list[int]]:
-        """Indices by (device, dtype, t after this step): one kernel call each."""
+    def _fused_buckets(
+        params: list[Tensor], states: list[dict]
+    ) -> list[tuple[tuple, list[int] | None]]:
+        """(device, dtype, t after this step) and the indices with it: one kernel call each.
+        Indices ``None`` means all of them (the usual case: one device, dtype and t).
+
+        This runs every step, so it reads each tensor's step count and kind once (``item``
+        and ``get_device`` are the cheapest reads of a CPU scalar and a device)."""
+        ts = [state["step"].item() for state in states]
+        kinds = [(p.get_device(), p.dtype) for p in params]
+        first = params[0]
+        if ts.count(ts[0]) == len(ts) and kinds.count(kinds[0]) == len(kinds):
+            return [((first.device, first.dtype, ts[0] + 1), None)]
         buckets: dict[tuple, list[int]] = {}
-        for i, (param, state) in enumerate(zip(params, states, strict=True)):
-            key = (param.device, param.dtype, state["step"].item() + 1)
-            buckets.setdefault(key, []).append(i)
-        return buckets
+        for i, (param, t) in enumerate(zip(params, ts, strict=True)):
+            buckets.setdefault((param.device, param.dtype, t + 1), []).append(i)
+        return list(buckets.items())
+
+    @staticmethod
+    def _fused_steps(states: list[dict], device: torch.device) -> list[Tensor]:
+        """The step counters for the kernel to increment; counted here where it cannot."""
+        steps = [state["step"] for state in states]
+        if fused_kernels.counts_steps_in_kernel(device):
+            return steps
+        torch._foreach_add_(steps, 1.0)
+        return []
 
     def _fused_scalars(self, group: dict[str, Any], t: float) -> dict[str, float]:
         """Weight decay and bounds: the runtime scalars every fused kernel shares."""
@@ -245,8 +264,8 @@ class AdaptiveOptimizer(Optimizer):
             return "none"
         return "decoupled" if group["decoupled_weight_decay"] else "coupled"
 
-    def _run_kernel(self, compiled: Callable[..., float], *args: Any) -> None:
-        self.compile_seconds += compiled(*args)
+    def _run_fused(self, flags: Any, lists: Sequence[list[Tensor]], *extras: Tensor) -> None:
+        self.compile_seconds += fused_kernels.run(flags, lists, *extras)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Loads the trajectory; ``fused`` and ``foreach`` stay as this instance was built,
@@ -266,10 +285,10 @@ class AdaptiveOptimizer(Optimizer):
                     f"{type(self).__name__} does not support sparse gradients "
                     "(use dense gradients, e.g. nn.Embedding(sparse=False))"
                 )
-            if torch.is_complex(param):
-                raise RuntimeError(f"{type(self).__name__} supports real parameters only")
             state = self.state[param]
             if not state:
+                if torch.is_complex(param):
+                    raise RuntimeError(f"{type(self).__name__} supports real parameters only")
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
                 self._init_moments(group, param, state)
             params.append(param)
@@ -438,13 +457,14 @@ class EMAOptimizer(AdaptiveOptimizer):
     def _fused_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
     ) -> None:
-        steps = [state["step"] for state in states]
-        buckets = self._fused_buckets(params, states)
-        torch._foreach_add_(steps, 1.0)
-        for (_, _, t), indices in buckets.items():
+        for (device, _, t), indices in self._fused_buckets(params, states):
+            picked_params, picked_grads, picked_states = params, grads, states
+            if indices is not None:
+                picked_params = [params[i] for i in indices]
+                picked_grads = [grads[i] for i in indices]
+                picked_states = [states[i] for i in indices]
             c = self._coefficients(group, t)
-            for i in indices:
-                state = states[i]
+            for state in picked_states:
                 state["step_size"] = c.step_size
                 state["v_divisor_sqrt"] = c.v_divisor_sqrt
                 state["max_divisor"] = c.max_divisor
@@ -464,12 +484,11 @@ class EMAOptimizer(AdaptiveOptimizer):
                 values["v_divisor_sqrt"] = c.v_divisor_sqrt
             if c.max_divisor is not None:
                 values["max_divisor"] = c.max_divisor
-            picked = [params[i] for i in indices]
-            sub = [states[i] for i in indices]
-            maxes = [st["max_exp_avg_sq"] for st in sub] if self.keeps_running_max else []
-            self._run_kernel(
-                fused_kernels.kernel(flags, picked),
-                picked, [grads[i] for i in indices], [st["exp_avg"] for st in sub],
-                [st["exp_avg_sq"] for st in sub], maxes,
-                fused_kernels.pack(fused_kernels.EMA_SCALARS, values, picked[0]),
+            maxes = [st["max_exp_avg_sq"] for st in picked_states] if self.keeps_running_max else []
+            self._run_fused(
+                flags,
+                [picked_params, picked_grads, [st["exp_avg"] for st in picked_states],
+                 [st["exp_avg_sq"] for st in picked_states], maxes,
+                 self._fused_steps(picked_states, device)],
+                fused_kernels.pack(fused_kernels.EMA_SCALARS, values, picked_params[0]),
             )  # fmt: skip
