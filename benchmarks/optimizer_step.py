@@ -16,8 +16,9 @@ The GB/s column is the fused step's memory traffic (each buffer it must read or 
 over its time; the ``copy`` row is ``dst.copy_(src)`` moving the same bytes (read + write),
 the machine's practical ceiling. Compile seconds are the first fused step's; the kernel for
 identical flags and shapes is shared (Adam, AdamNC and GenericAdam in the paper's mode use one
-kernel), so a later row may show 0. At the end a second process compiles the fused AMSGrad
-step again to show what inductor's FX graph cache saves.
+kernel), so a later row may show 0. The run compiles into a new inductor cache folder (cold
+compiles; ``--warm-cache`` uses the usual one), and at the end a second process compiles the
+fused AMSGrad step again from that folder to show what inductor's caches save.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -209,7 +211,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per candidate and round")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="use inductor's usual cache folder (default: a new one, so compile s are cold)",
+    )
     args = parser.parse_args()
+    if not args.warm_cache:  # read when inductor first compiles; the child process inherits it
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="optimizer_step_")
     repeats = args.repeats or (11 if args.quick else 31)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; "

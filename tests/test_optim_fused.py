@@ -7,6 +7,9 @@ same three shapes. The full matrix of modes is marked slow.
 """
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -296,3 +299,26 @@ def test_adashift_state_saved_without_the_stored_squares_resumes(is_fused, block
     opt.load_state_dict(saved)
     _run(opt, params, gen, STEPS - STEPS // 2)
     _assert_same_state(opt, ref, params, ref_params)
+
+
+def test_a_second_process_reuses_the_compiled_kernel(tmp_path):
+    """Inductor's FX graph cache serves the next process (it is bypassed for graphs traced
+    without a ShapeEnv, which once made every run compile from scratch)."""
+    code = (
+        "import torch\n"
+        "from torch._dynamo.utils import counters\n"
+        "from lit_amsgrad.optim import AMSGrad\n"
+        "params = [torch.randn(11, 3).requires_grad_(True), torch.randn(3).requires_grad_(True)]\n"
+        "for p in params: p.grad = torch.randn_like(p)\n"
+        "AMSGrad(params, fused=True).step()\n"
+        "print(dict(counters['inductor']))\n"
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    runs = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr[-2000:]
+    first, second = (run.stdout.strip().splitlines()[-1] for run in runs)
+    assert "'fxgraph_cache_miss': 1" in first
+    assert "'fxgraph_cache_hit': 1" in second

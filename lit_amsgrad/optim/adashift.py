@@ -38,7 +38,8 @@ class AdaShift(AdaptiveOptimizer):
     :class:`AdaptiveOptimizer`) that updates the window average by the recurrence
     m_t = beta_1 m_{t-1} + (g_t - beta_1^n g_{t-n}) / sum_i beta_1^i, reading one slot of the
     window instead of all n (its round-off shrinks by beta_1 each step; in bfloat16 state it
-    is about that of Adam's own EMA). The n warm-up steps and the first update run eagerly.
+    is about that of Adam's own EMA), and reading phi(g_{t-n}^2) from ``grad_queue_sq_max``
+    instead of reducing the slot again. The n warm-up steps and the first update run eagerly.
     """
 
     def __init__(

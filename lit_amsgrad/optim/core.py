@@ -44,15 +44,15 @@ class AdaptiveOptimizer(Optimizer):
     :meth:`_denominator`; everything else (validation, step counting, weight decay, schedules,
     projection, ``inverse_lr``) lives here once.
 
-    ``fused=True`` (default False) runs each group's step as one ``torch.compile``d kernel
-    per device and dtype (C++ on CPU, Triton on CUDA) that reads and writes every state
-    buffer once; the eager loop makes a pass per operation. Same state keys, dtypes and
-    results (to float round-off) as the eager step, so checkpoints move between the two.
-    lr, betas and the step t reach the kernel as tensor values: schedulers and the advancing
-    t do not recompile. The first step pays the compile (``compile_seconds``, and an INFO log
-    line from ``lit_amsgrad.optim.fused``); it pays off in runs of more than a few thousand
-    steps. It reads ``p.grad`` at step time, so gradients unscaled by AMP (Lightning's
-    precision plugin) need nothing special.
+    ``fused=True`` (default False) runs each group's step as one kernel per device and dtype,
+    traced with ``make_fx`` and compiled by inductor (C++ on CPU, Triton on CUDA), that reads
+    and writes every state buffer once; the eager loop makes a pass per operation. Same
+    state keys, dtypes and results (to float round-off) as the eager step, so checkpoints
+    move between the two. lr, betas and the step t reach the kernel as tensor values:
+    schedulers and the advancing t do not recompile. The first step pays the compile
+    (``compile_seconds``, and an INFO log line from ``lit_amsgrad.optim.fused``); it pays off
+    in runs of more than a few thousand steps. It reads ``p.grad`` at step time, so
+    gradients unscaled by AMP (Lightning's precision plugin) need nothing special.
     """
 
     #: bias_correction modes this optimizer accepts; the first one is the paper's.

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +245,14 @@ def _compile(
         it = iter(inputs)
         body(*[[next(it) for _ in range(n)] for n in lengths], *it)
 
-    example = [t for tensors in lists for t in tensors] + list(extras)
-    graph = make_fx(flat_body, tracing_mode="fake")(*example)
-    return torch._inductor.compile(graph, example, options=INDUCTOR_OPTIONS)
+    # fake copies with static shapes under a ShapeEnv: without a ShapeEnv inductor bypasses
+    # its FX graph cache, and every process would compile from scratch
+    fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+    inputs = [t for tensors in lists for t in tensors] + list(extras)
+    fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in inputs]
+    with fake_mode:
+        graph = make_fx(flat_body)(*fakes)
+    return torch._inductor.compile(graph, fakes, options=INDUCTOR_OPTIONS)
 
 
 #: size_asserts: the entry check that :func:`run` relies on to notice a changed layout.
