@@ -204,6 +204,37 @@ def report(size: str, dtype: torch.dtype, rows: list[Candidate], repeats: int, s
           f"{'':13s} {measured.copy_bytes / copy_s / 1e9:6.1f}")  # fmt: skip
 
 
+def report_host_overhead(repeats: int) -> None:
+    """The step's time outside its arithmetic: tensors of 16 elements, where the kernel is
+    nothing and what remains is Python, guards or input checks, and launching."""
+    print("\nhost overhead: fused steps on tensors of 16 elements, us/step")
+    makers = {
+        "torch Adam(amsgrad) fused": lambda p: torch.optim.Adam(p, amsgrad=True, fused=True),
+        "AMSGrad (paper) fused": lambda p: AMSGrad(p, fused=True),
+        "torch Adam fused": lambda p: torch.optim.Adam(p, fused=True),
+        "Adam (paper) fused": lambda p: Adam(p, fused=True),
+        "AdaShift fused": lambda p: AdaShift(p, fused=True),
+    }
+    for n_tensors in (10, 60):
+        steps = {}
+        for name, make in makers.items():
+            opt = make(make_params(n_tensors, 16, torch.float32))
+            for _ in range(12):  # AdaShift's window, then the compile
+                opt.step()
+            steps[name] = opt.step
+        samples: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(repeats):
+            for name, step in steps.items():
+                samples[name].append(time_steps(step, 100))
+        measured = Measured(samples, {}, 0)
+        cells = []
+        for name in makers:
+            reference = TORCH_AMSGRAD_FUSED if "AMSGrad" in name else TORCH_ADAM_FUSED
+            ratio = measured.ratio(name, reference)[0]
+            cells.append(f"{name} {measured.median(name) * 1e6:.0f} ({ratio:.2f}x)")
+        print(f"{n_tensors} tensors: " + "; ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 optimizers, 11 rounds")
@@ -230,6 +261,7 @@ def main() -> None:
     for size in args.sizes:
         for dtype in args.dtypes:
             report(size, getattr(torch, dtype), rows, repeats, args.steps)
+    report_host_overhead(repeats)
     print(f"\nfused AMSGrad compile in a second process (FX graph cache warm): "
           f"{second_process_compile()} s")  # fmt: skip
     print(f"total {time.perf_counter() - start:.0f} s, load average {os.getloadavg()[0]:.1f}")
