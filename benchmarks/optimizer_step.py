@@ -229,7 +229,7 @@ def report_host_overhead(repeats: int) -> None:
         measured = Measured(samples, {}, 0)
         cells = []
         for name in makers:
-            reference = TORCH_AMSGRAD_FUSED if "AMSGrad" in name else TORCH_ADAM_FUSED
+            reference = TORCH_AMSGRAD_FUSED if "amsgrad" in name.lower() else TORCH_ADAM_FUSED
             ratio = measured.ratio(name, reference)[0]
             cells.append(f"{name} {measured.median(name) * 1e6:.0f} ({ratio:.2f}x)")
         print(f"{n_tensors} tensors: " + "; ".join(cells))

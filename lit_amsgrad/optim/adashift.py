@@ -154,12 +154,7 @@ class AdaShift(AdaptiveOptimizer):
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
     ) -> None:
         n = group["n"]
-        for (device, _, t), indices in self._fused_buckets(params, states):
-            picked, sub_grads, sub = params, grads, states
-            if indices is not None:
-                picked = [params[i] for i in indices]
-                sub_grads = [grads[i] for i in indices]
-                sub = [states[i] for i in indices]
+        for device, t, picked, sub_grads, sub in self._fused_buckets(params, grads, states):
             if t <= n + 1:  # warm-up and the first update read the whole window: eager
                 self._eager_step(group, picked, sub_grads, sub)
                 continue

@@ -222,22 +222,24 @@ class AdaptiveOptimizer(Optimizer):
 
     @staticmethod
     def _fused_buckets(
-        params: list[Tensor], states: list[dict]
-    ) -> list[tuple[tuple, list[int] | None]]:
-        """(device, dtype, t after this step) and the indices with it: one kernel call each.
-        Indices ``None`` means all of them (the usual case: one device, dtype and t).
+        params: list[Tensor], grads: list[Tensor], states: list[dict]
+    ) -> list[tuple[torch.device, float, list[Tensor], list[Tensor], list[dict]]]:
+        """(device, t after this step, params, grads, states) per kernel call: one per
+        device, dtype and t; the usual case is a single one, with the lists as they came.
 
         This runs every step, so it reads each tensor's step count and kind once (``item``
         and ``get_device`` are the cheapest reads of a CPU scalar and a device)."""
         ts = [state["step"].item() for state in states]
         kinds = [(p.get_device(), p.dtype) for p in params]
-        first = params[0]
         if ts.count(ts[0]) == len(ts) and kinds.count(kinds[0]) == len(kinds):
-            return [((first.device, first.dtype, ts[0] + 1), None)]
+            return [(params[0].device, ts[0] + 1, params, grads, states)]
         buckets: dict[tuple, list[int]] = {}
         for i, (param, t) in enumerate(zip(params, ts, strict=True)):
             buckets.setdefault((param.device, param.dtype, t + 1), []).append(i)
-        return list(buckets.items())
+        return [
+            (device, t, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix])
+            for (device, _, t), ix in buckets.items()
+        ]
 
     @staticmethod
     def _fused_steps(states: list[dict], device: torch.device) -> list[Tensor]:
@@ -457,12 +459,8 @@ class EMAOptimizer(AdaptiveOptimizer):
     def _fused_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
     ) -> None:
-        for (device, _, t), indices in self._fused_buckets(params, states):
-            picked_params, picked_grads, picked_states = params, grads, states
-            if indices is not None:
-                picked_params = [params[i] for i in indices]
-                picked_grads = [grads[i] for i in indices]
-                picked_states = [states[i] for i in indices]
+        buckets = self._fused_buckets(params, grads, states)
+        for device, t, picked_params, picked_grads, picked_states in buckets:
             c = self._coefficients(group, t)
             for state in picked_states:
                 state["step_size"] = c.step_size
