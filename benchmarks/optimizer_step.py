@@ -6,9 +6,10 @@
 Every candidate steps the same parameter shapes with the same gradients; rounds are
 interleaved (candidate A, B, C, ... then again). ms/step is the median over rounds; a ratio
 is the median of the per-round ratios, with their quartiles, because the two sides of a
-per-round ratio ran seconds apart and a slow phase of a shared machine hits both. Each optimizer here runs eager (per-tensor loop),
-foreach and fused (one compiled kernel, ``fused=True``); torch's Adam and Adam(amsgrad=True)
-run ``foreach=False``, ``foreach=True`` and ``fused=True``. Ratios are against torch's fused
+per-round ratio ran seconds apart and a slow phase of a shared machine hits both. Each
+optimizer here runs eager (per-tensor loop), foreach and fused (one compiled kernel,
+``fused=True``); torch's Adam and Adam(amsgrad=True) run ``foreach=False``, ``foreach=True``
+and ``fused=True``. Ratios are against torch's fused
 step of the same run: Adam(amsgrad=True) for the AMSGrad family, plain Adam for the rest.
 AdaShift's ``foreach`` is its eager loop, so it has no row of its own.
 

@@ -133,7 +133,7 @@ class AdaShift(AdaptiveOptimizer):
                 state["step_size"], state["v_divisor_sqrt"] = 0.0, None
                 continue
             shifted = queue[slot]  # g_{t-n}, about to leave the window
-            squared = sq_max[slot].clone() if sq_max is not None else shifted * shifted
+            squared = sq_max[slot] if sq_max is not None else shifted * shifted
             state["exp_avg_sq"].mul_(beta2).add_(squared, alpha=1 - beta2)
             shifted.copy_(grad)
             if sq_max is not None:
@@ -197,12 +197,10 @@ class AdaShift(AdaptiveOptimizer):
             part = [i for i, w in enumerate(windows) if (w[1] is not None) == stored]
             if not part:
                 continue
-            every = len(part) == len(params)
-            sub = states if every else [states[i] for i in part]
+            sub = [states[i] for i in part]
             self._run_fused(
                 flags,
-                [params if every else [params[i] for i in part],
-                 grads if every else [grads[i] for i in part],
+                [[params[i] for i in part], [grads[i] for i in part],
                  [st["exp_avg"] for st in sub], [st["exp_avg_sq"] for st in sub],
                  [windows[i][0][index] for i in part],
                  [windows[i][1][index] for i in part] if stored else [],
@@ -216,6 +214,7 @@ class AdaShift(AdaptiveOptimizer):
         """The slots of ``grad_queue`` and ``grad_queue_sq_max`` as views, built once per
         window: the fused step passes one slot of each to its kernel, and indexing 2 x 60
         tensors anew every step would cost about 100 us of host time."""
+        # made here, not in __init__: pickling and deepcopy keep only torch's own attributes
         cache = self.__dict__.setdefault("_window_cache", {})
         entry = cache.get(id(state))
         if (

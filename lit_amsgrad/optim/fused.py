@@ -13,8 +13,9 @@ step counters are incremented inside the kernel on CPU (torch's own fused Adam p
 ``_foreach_add_`` over CPU scalars, about 1.5 us a tensor, for that).
 
 Why it does not recompile: every per-step number (lr and schedule, betas, bias corrections,
-weight decay factor, bounds, AdaShift's ring-buffer slot) reaches the kernel inside one small
-tensor, whose *values* the compiled code reads at run time. Only the structure is compiled
+weight decay factor, bounds) reaches the kernel inside one small tensor, whose *values* the
+compiled code reads at run time; AdaShift's ring-buffer slot arrives as views of that slot,
+which have the same layout whichever slot it is. Only the structure is compiled
 in: the mode flags, the device, dtype, shapes and strides of the tensors. Each signature is
 compiled once per process and shared by every optimizer; inductor's FX graph cache (on by
 default) makes the next process compile faster.
