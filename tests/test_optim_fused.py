@@ -322,3 +322,42 @@ def test_a_second_process_reuses_the_compiled_kernel(tmp_path):
     first, second = (run.stdout.strip().splitlines()[-1] for run in runs)
     assert "'fxgraph_cache_miss': 1" in first
     assert "'fxgraph_cache_hit': 1" in second
+
+
+def _loops_generated(monkeypatch, cls, kwargs, shapes, options):
+    """Vectorized loops in the C++ that inductor generates for the fused step under
+    ``options``, compiled afresh (kernel caches and the FX graph cache bypassed)."""
+    from torch._inductor import metrics
+
+    monkeypatch.setattr(fused, "INDUCTOR_OPTIONS", options)
+    monkeypatch.setattr(fused, "_KERNELS", {})
+    monkeypatch.setattr(fused, "_BY_PARAMS", {})
+    params = [torch.randn(s).requires_grad_(True) for s in shapes]
+    opt = cls(params, fused=True, **kwargs)
+    gen = torch.Generator().manual_seed(0)
+    _run(opt, params, gen, kwargs.get("n", -1) + 1)  # AdaShift: window and first update eager
+    metrics.reset()
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        _run(opt, params, gen, 1)
+    assert opt.compile_seconds > 0
+    return metrics.generated_cpp_vec_kernel_count
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [(AMSGrad, {}), (AdaShift, dict(n=2, block="tensor")), (AdaShift, dict(n=2, block="row"))],
+    ids=["AMSGrad", "AdaShift-tensor", "AdaShift-row"],
+)
+def test_each_tensor_is_streamed_by_one_loop(monkeypatch, cls, kwargs):
+    """No loop streams two tensors' buffers at once (inductor's default for same-sized
+    tensors, slower here), and AdaShift takes the max of g^2 that its window stores inside
+    the tensor's update loop, not in a second loop that reads g again: one loop fewer per
+    tensor than inductor makes without :class:`fused._OneLoopPerTensor`."""
+    shapes = [(9, 16), (9, 16), (9, 16)]  # same-sized tensors: candidates for one loop
+    ours = _loops_generated(monkeypatch, cls, kwargs, shapes, fused.INDUCTOR_OPTIONS)
+    separate = {"size_asserts": True, "cpp.max_horizontal_fusion_size": 1}
+    apart = _loops_generated(monkeypatch, cls, kwargs, shapes, separate)
+    reductions = len(shapes) if cls is AdaShift else 0
+    assert ours == apart - reductions
+    if kwargs.get("block", "tensor") == "tensor":  # row blocks add small per-row loops
+        assert ours == len(shapes)

@@ -27,9 +27,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch._inductor.config
 from torch import Tensor
+from torch._inductor.choices import InductorChoices
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -256,8 +259,38 @@ def _compile(
     return torch._inductor.compile(graph, fakes, options=INDUCTOR_OPTIONS)
 
 
+class _OneLoopPerTensor(InductorChoices):
+    """Inductor's fusion heuristics, narrowed to what a fused step wants: one loop per
+    tensor, with that tensor's reductions (AdaShift's phi(g^2)) inside it.
+
+    A horizontal fusion (two loops that read the same data, neither feeding the other) is
+    allowed only when the two share a real buffer, not just the scalars tensor every loop
+    reads: so a tensor's reduction joins its update loop, and no two tensors' updates are
+    streamed by one loop (inductor's default fused up to 16 same-sized tensors that way,
+    which streams 7-9 buffers per tensor at once; at 60 tensors of 10M parameters that made
+    Adam's step 1.3x torch's fused one on a 2-core CPU). Inductor's distance check is
+    dropped: it keeps far-apart nodes apart so as not to lengthen intermediate buffers' lives,
+    and a step has none (it writes into its inputs); it had kept half of AdaShift's
+    reductions out of their update loops, whose final writes sit at the end of the graph.
+    """
+
+    @staticmethod
+    def can_fuse_horizontal(scheduler: Any, node1: Any, node2: Any, shared_data_score: int) -> bool:
+        return shared_data_score >= _MIN_SHARED_BYTES
+
+    def uuid(self) -> str:  # part of inductor's FX graph cache key
+        return f"lit_amsgrad.fused._OneLoopPerTensor(min_shared_bytes={_MIN_SHARED_BYTES})"
+
+
+#: more than the scalars tensor (at most 16 float64 reads) that every loop shares
+_MIN_SHARED_BYTES = 256
+
 #: size_asserts: the entry check that :func:`run` relies on to notice a changed layout.
-#: cpp.max_horizontal_fusion_size=1: one loop per tensor. Inductor's default fuses up to 16
-#: same-sized tensors into one loop, which streams 7-9 buffers per tensor at once; at 60
-#: tensors of 10M parameters that made Adam's step 1.3x torch's fused one on a 2-core CPU.
-INDUCTOR_OPTIONS = {"size_asserts": True, "cpp.max_horizontal_fusion_size": 1}
+#: inductor_choices_class: see :class:`_OneLoopPerTensor`, which (where this torch has the
+#: hook) replaces the cap of one node group per loop, cpp.max_horizontal_fusion_size=1, that
+#: is used otherwise.
+INDUCTOR_OPTIONS: dict[str, Any] = {"size_asserts": True}
+if hasattr(torch._inductor.config, "inductor_choices_class"):
+    INDUCTOR_OPTIONS["inductor_choices_class"] = _OneLoopPerTensor
+else:  # pragma: no cover - older torch
+    INDUCTOR_OPTIONS["cpp.max_horizontal_fusion_size"] = 1
