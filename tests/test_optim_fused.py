@@ -361,3 +361,18 @@ def test_each_tensor_is_streamed_by_one_loop(monkeypatch, cls, kwargs):
     assert ours == apart - reductions
     if kwargs.get("block", "tensor") == "tensor":  # row blocks add small per-row loops
         assert ours == len(shapes)
+
+
+def test_float64_fused_step_uses_float64_scalars():
+    """float64 parameters get their lr, betas and eps in float64: with float32 scalars the
+    fused step would drift from the eager one by float32 round-off (about 1e-8 relative)."""
+    trajectories = []
+    for is_fused in (False, True):
+        gen = torch.Generator().manual_seed(3)
+        params = [torch.randn(6, 5, generator=gen, dtype=torch.float64).requires_grad_(True)]
+        opt = AMSGrad(params, lr=1e-2, betas=(0.9, 0.99), eps=1e-7, fused=is_fused)
+        for _ in range(20):
+            params[0].grad = torch.randn(6, 5, generator=gen, dtype=torch.float64)
+            opt.step()
+        trajectories.append(params[0].detach())
+    torch.testing.assert_close(trajectories[1], trajectories[0], rtol=1e-13, atol=1e-15)
