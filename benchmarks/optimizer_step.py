@@ -4,7 +4,9 @@
         [--sizes small large] [--dtypes float32 bfloat16]
 
 Every candidate steps the same parameter shapes with the same gradients; rounds are
-interleaved (candidate A, B, C, ... then again). ms/step is the median over rounds; a ratio
+interleaved (candidate A, B, C, ... then again), and each sample starts after a read of a
+buffer larger than the cache, so that none inherits its predecessor's cache (a step that
+ran after a foreach step was 5-10% slower). ms/step is the median over rounds; a ratio
 is the median of the per-round ratios, with their quartiles, because the two sides of a
 per-round ratio ran seconds apart and a slow phase of a shared machine hits both. Each
 optimizer here runs eager (per-tensor loop), foreach and fused (one compiled kernel,
@@ -42,6 +44,10 @@ SIZES = {  # name: (number of tensors, elements per tensor)
     "small": (10, 175_000),  # 1.75M parameters
     "large": (60, 166_667),  # 10M parameters
 }
+#: read before every sample so that no candidate inherits the previous one's cache: a
+#: candidate that ran after a foreach step (which leaves its temporaries dirty in the cache)
+#: took 5-10% longer, whichever it was. Reading, not writing, leaves only clean lines.
+FLUSH_BYTES = 128 * 2**20
 TORCH_AMSGRAD_FUSED = "torch Adam(amsgrad) fused"
 TORCH_ADAM_FUSED = "torch Adam fused"
 
@@ -156,8 +162,10 @@ def bench(
     dst = torch.empty_like(src)
     setups["copy"] = lambda: dst.copy_(src)
     samples: dict[str, list[float]] = {name: [] for name in setups}
+    flush = torch.ones(FLUSH_BYTES // 4)
     for _ in range(repeats):
         for name, step in setups.items():
+            flush.sum()  # each sample starts from the same cache state (see FLUSH_BYTES)
             samples[name].append(time_steps(step, steps))
     return Measured(samples, compile_seconds, total_bytes)
 
