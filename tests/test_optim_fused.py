@@ -329,7 +329,7 @@ def _loops_generated(monkeypatch, cls, kwargs, shapes, options):
     ``options``, compiled afresh (kernel caches and the FX graph cache bypassed)."""
     from torch._inductor import metrics
 
-    monkeypatch.setattr(fused, "INDUCTOR_OPTIONS", options)
+    monkeypatch.setattr(fused, "inductor_options", lambda: options)
     monkeypatch.setattr(fused, "_KERNELS", {})
     monkeypatch.setattr(fused, "_BY_PARAMS", {})
     params = [torch.randn(s).requires_grad_(True) for s in shapes]
@@ -352,9 +352,9 @@ def test_each_tensor_is_streamed_by_one_loop(monkeypatch, cls, kwargs):
     """No loop streams two tensors' buffers at once (inductor's default for same-sized
     tensors, slower here), and AdaShift takes the max of g^2 that its window stores inside
     the tensor's update loop, not in a second loop that reads g again: one loop fewer per
-    tensor than inductor makes without :class:`fused._OneLoopPerTensor`."""
+    tensor than inductor makes without :class:`fusion_choices.OneLoopPerTensor`."""
     shapes = [(9, 16), (9, 16), (9, 16)]  # same-sized tensors: candidates for one loop
-    ours = _loops_generated(monkeypatch, cls, kwargs, shapes, fused.INDUCTOR_OPTIONS)
+    ours = _loops_generated(monkeypatch, cls, kwargs, shapes, fused.inductor_options())
     separate = {"size_asserts": True, "cpp.max_horizontal_fusion_size": 1}
     apart = _loops_generated(monkeypatch, cls, kwargs, shapes, separate)
     reductions = len(shapes) if cls is AdaShift else 0

@@ -31,9 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch._inductor.config
 from torch import Tensor
-from torch._inductor.choices import InductorChoices
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -261,41 +259,22 @@ def _compile(
     fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in inputs]
     with fake_mode:
         graph = make_fx(flat_body)(*fakes)
-    return torch._inductor.compile(graph, fakes, options=INDUCTOR_OPTIONS)
+    return torch._inductor.compile(graph, fakes, options=inductor_options())
 
 
-class _OneLoopPerTensor(InductorChoices):
-    """Inductor's fusion heuristics, narrowed to what a fused step wants: one loop per
-    tensor, with that tensor's reductions (AdaShift's phi(g^2)) inside it.
+def inductor_options() -> dict[str, Any]:
+    """Inductor's options for a fused step. ``size_asserts``: the entry check that
+    :func:`run` relies on to notice a changed layout. ``inductor_choices_class``: one loop per
+    tensor with its reductions inside (see :mod:`.fusion_choices`; imported here, when a step
+    first compiles, because inductor's choices module takes 1-2 s to import); a torch
+    without that hook gets the cap ``cpp.max_horizontal_fusion_size=1`` instead."""
+    import torch._inductor.config
 
-    A horizontal fusion (two loops that read the same data, neither feeding the other) is
-    allowed only when the two share a real buffer, not just the scalars tensor every loop
-    reads: so a tensor's reduction joins its update loop, and no two tensors' updates are
-    streamed by one loop (inductor's default fused up to 16 same-sized tensors that way,
-    which streams 7-9 buffers per tensor at once; at 60 tensors of 10M parameters that made
-    Adam's step 1.3x torch's fused one on a 2-core CPU). Inductor's distance check is
-    dropped: it keeps far-apart nodes apart so as not to lengthen intermediate buffers' lives,
-    and a step has none (it writes into its inputs); it had kept half of AdaShift's
-    reductions out of their update loops, whose final writes sit at the end of the graph.
-    """
+    options: dict[str, Any] = {"size_asserts": True}
+    if hasattr(torch._inductor.config, "inductor_choices_class"):
+        from .fusion_choices import OneLoopPerTensor
 
-    @staticmethod
-    def can_fuse_horizontal(scheduler: Any, node1: Any, node2: Any, shared_data_score: int) -> bool:
-        return shared_data_score >= _MIN_SHARED_BYTES
-
-    def uuid(self) -> str:  # part of inductor's FX graph cache key
-        return f"lit_amsgrad.fused._OneLoopPerTensor(min_shared_bytes={_MIN_SHARED_BYTES})"
-
-
-#: more than the scalars tensor (at most 16 float64 reads) that every loop shares
-_MIN_SHARED_BYTES = 256
-
-#: size_asserts: the entry check that :func:`run` relies on to notice a changed layout.
-#: inductor_choices_class: see :class:`_OneLoopPerTensor`, which (where this torch has the
-#: hook) replaces the cap of one node group per loop, cpp.max_horizontal_fusion_size=1, that
-#: is used otherwise.
-INDUCTOR_OPTIONS: dict[str, Any] = {"size_asserts": True}
-if hasattr(torch._inductor.config, "inductor_choices_class"):
-    INDUCTOR_OPTIONS["inductor_choices_class"] = _OneLoopPerTensor
-else:  # pragma: no cover - older torch
-    INDUCTOR_OPTIONS["cpp.max_horizontal_fusion_size"] = 1
+        options["inductor_choices_class"] = OneLoopPerTensor
+    else:  # pragma: no cover - older torch
+        options["cpp.max_horizontal_fusion_size"] = 1
+    return options
