@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from optimizer_step import FLUSH_BYTES, SIZES, make_params
+from optimizer_step import FLUSH_BYTES, SIZES, Measured, make_params
 
 from lit_amsgrad.optim import AMSGrad, fused
 
@@ -72,6 +72,7 @@ def main() -> None:
             totals[name].append((time.perf_counter() - start) / args.steps)
             kernels[name].append(spent[0] / args.steps)
     reference = next(iter(makers))
+    steps_measured, kernels_measured = Measured(totals, {}, 0), Measured(kernels, {}, 0)
     print(
         f"{n_tensors * numel / 1e6:.2f}M float32 parameters in {n_tensors} tensors, "
         f"{torch.get_num_threads()} threads; median of {args.repeats} interleaved rounds"
@@ -80,15 +81,12 @@ def main() -> None:
         f"{'':28s} {'step ms':>8s} {'ratio':>6s} {'kernel ms':>10s} {'ratio':>6s} {'host us':>8s}"
     )
     for name in steps:
-
-        def ratio(samples: dict[str, list[float]], name: str = name) -> float:
-            pairs = zip(samples[name], samples[reference], strict=True)
-            return statistics.median(a / b for a, b in pairs)
-
         host = [t - k for t, k in zip(totals[name], kernels[name], strict=True)]
         print(
-            f"{name:28s} {statistics.median(totals[name]) * 1e3:8.3f} {ratio(totals):5.2f}x "
-            f"{statistics.median(kernels[name]) * 1e3:10.3f} {ratio(kernels):5.2f}x "
+            f"{name:28s} {steps_measured.median(name) * 1e3:8.3f} "
+            f"{steps_measured.ratio(name, reference)[0]:5.2f}x "
+            f"{kernels_measured.median(name) * 1e3:10.3f} "
+            f"{kernels_measured.ratio(name, reference)[0]:5.2f}x "
             f"{statistics.median(host) * 1e6:8.0f}"
         )
 
