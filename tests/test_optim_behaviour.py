@@ -1,4 +1,4 @@
-"""Behaviour of the whole family: Gamma_t, inverse_lr, foreach, state round trip, AdaShift."""
+"""Behaviour of the whole family: Gamma_t, inverse_lr, state round trip, AdaShift."""
 
 import copy
 
@@ -54,20 +54,6 @@ def test_last_update_is_minus_m_over_inverse_lr(cls, kwargs):
             assert inv.shape == p.shape
             expected = -opt.state[p]["exp_avg"] / inv
             torch.testing.assert_close(p.detach() - b, expected, rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.parametrize(("cls", "kwargs"), FAMILY, ids=IDS)
-def test_foreach_equals_per_tensor_loop(cls, kwargs):
-    runs = []
-    for foreach in (False, True):
-        params = _params()
-        opt = cls(params, lr=1e-2, weight_decay=0.01, foreach=foreach, **kwargs)
-        gen = torch.Generator().manual_seed(2)
-        for _ in range(30):
-            _step(opt, params, _grads(params, gen))
-        runs.append(params)
-    for p, q in zip(*runs, strict=True):
-        torch.testing.assert_close(p, q)
 
 
 @pytest.mark.parametrize(("cls", "kwargs"), FAMILY, ids=IDS)

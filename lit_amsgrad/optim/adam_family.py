@@ -1,4 +1,4 @@
-"""Adam, AMSGrad, AdamNC and Generic Adam: one EMA update, four choices of schedule and max.
+"""Adam, AMSGrad, AdamNC and Generic Adam: one EMA rule, four choices of schedule and max.
 
 | optimizer   | beta_2t              | running max | alpha_t                    |
 | ----------- | -------------------- | ----------- | -------------------------- |
@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor
 
-from .core import BIAS_CORRECTIONS, EMAOptimizer, _check_number, _fail
+from .core import BIAS_CORRECTIONS, EMAOptimizer, _fail, check_number
 from .schedules import PolynomialBeta
 
 Params = Iterable[Tensor] | Iterable[dict[str, Any]]
@@ -26,8 +26,8 @@ class Adam(EMAOptimizer):
     """Adam (Kingma & Ba) in the paper's notation; ``bias_correction="none"`` is the paper's.
 
     With ``bias_correction="pytorch"`` it equals ``torch.optim.Adam`` (and, with
-    ``decoupled_weight_decay=True``, ``torch.optim.AdamW``) to float32 round-off.
-    ``fused=True``: the whole step as one compiled kernel (see :class:`AdaptiveOptimizer`).
+    ``decoupled_weight_decay=True``, ``torch.optim.AdamW``) bit for bit on CPU, and loads
+    their state dicts. ``fused=True``: the whole step as one compiled kernel.
     """
 
 
@@ -38,9 +38,7 @@ class AMSGrad(EMAOptimizer):
     ``torch.optim.Adam(amsgrad=True)``: the max is over the raw v and the debiasing comes
     after, so the effective step can grow), ``"max_debiased"`` (optax: the max is over the
     debiased v, so the effective step never grows). ``fused=True``: the whole step as one
-    compiled kernel; on a 2-core CPU it runs at parity with
-    ``torch.optim.Adam(amsgrad=True, fused=True)`` in float32 (0.98-0.99x at 1.75M and 10M
-    parameters) and at 0.75-0.77x its time in bfloat16 (README, Benchmarks).
+    compiled kernel (README, Benchmarks: its speed against torch's fused step).
     """
 
     bias_corrections = BIAS_CORRECTIONS
@@ -52,42 +50,21 @@ class AdamNC(EMAOptimizer):
     and beta_1t = beta_1 * beta1_decay^(t-1). ``betas`` is (beta_1,).
 
     Its guarantee (Gamma_t >= 0) needs ``lr_schedule="inv_sqrt"``, as in the paper's theorem.
-    ``fused=True``: the whole step as one compiled kernel (see :class:`AdaptiveOptimizer`).
     """
 
     beta2_rule = "1 - 1/t"
 
-    def __init__(
-        self,
-        params: Params,
-        lr: float = 1e-3,
-        betas: Sequence[float] = (0.9,),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        *,
-        lr_schedule: str = "constant",
-        beta1_decay: float = 1.0,
-        bias_correction: str = "none",
-        bounds: Sequence[float] | None = None,
-        decoupled_weight_decay: bool = False,
-        foreach: bool | None = None,
-        fused: bool = False,
-    ) -> None:
-        super().__init__(
-            params, lr, betas, eps, weight_decay, lr_schedule=lr_schedule,
-            beta1_decay=beta1_decay, bias_correction=bias_correction, bounds=bounds,
-            decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, fused=fused,
-        )  # fmt: skip
+    def __init__(self, params: Params, lr: float = 1e-3, betas=(0.9,), **kwargs: Any) -> None:
+        super().__init__(params, lr, betas, **kwargs)
 
-    def _beta2_schedule(self, group: dict[str, Any]) -> PolynomialBeta:
+    def beta2_schedule(self, group: dict[str, Any]) -> PolynomialBeta:
         return PolynomialBeta(1.0, 1.0)
 
 
 class GenericAdam(EMAOptimizer):
     """Generic Adam (Chen, Shen, Zou, Liu, JMLR 2022): beta_2t = 1 - theta/t^r and
     alpha_t = lr * schedule(t) / t^s. It converges when 0 < r <= 2s < 2; other values are
-    allowed (to study divergence) with a warning. ``fused=True``: the whole step as one
-    compiled kernel (see :class:`AdaptiveOptimizer`).
+    allowed (to study divergence) with a warning. ``betas`` is (beta_1,).
     """
 
     beta2_rule = "1 - theta / t^r"
@@ -96,33 +73,20 @@ class GenericAdam(EMAOptimizer):
         self,
         params: Params,
         lr: float = 1e-3,
-        betas: Sequence[float] = (0.9,),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        betas=(0.9,),
         *,
         theta: float = 1.0,
         r: float = 1.0,
         s: float = 0.5,
-        lr_schedule: str = "constant",
-        beta1_decay: float = 1.0,
-        bias_correction: str = "none",
-        bounds: Sequence[float] | None = None,
-        decoupled_weight_decay: bool = False,
-        foreach: bool | None = None,
-        fused: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            params, lr, betas, eps, weight_decay, lr_schedule=lr_schedule,
-            beta1_decay=beta1_decay, bias_correction=bias_correction, bounds=bounds,
-            decoupled_weight_decay=decoupled_weight_decay, foreach=foreach, fused=fused,
-            theta=theta, r=r, s=s,
-        )  # fmt: skip
+        super().__init__(params, lr, betas, theta=theta, r=r, s=s, **kwargs)
 
-    def _validate(self, group: dict[str, Any]) -> None:
-        super()._validate(group)
-        _check_number("theta", group["theta"], lambda x: 0 < x <= 1, "in (0, 1]")
-        _check_number("r", group["r"], lambda x: x > 0, "> 0")
-        _check_number("s", group["s"], lambda x: x >= 0, ">= 0")
+    def validate(self, group: dict[str, Any]) -> None:
+        super().validate(group)
+        check_number("theta", group["theta"], lambda x: 0 < x <= 1, "in (0, 1]")
+        check_number("r", group["r"], lambda x: x > 0, "> 0")
+        check_number("s", group["s"], lambda x: x >= 0, ">= 0")
         if group["bias_correction"] == "pytorch" and group["theta"] != 1.0:
             raise _fail("bias_correction", "'none' when theta != 1", group["bias_correction"])
         if not group["r"] <= 2 * group["s"] < 2:
@@ -131,8 +95,8 @@ class GenericAdam(EMAOptimizer):
                 stacklevel=3,
             )
 
-    def _beta2_schedule(self, group: dict[str, Any]) -> PolynomialBeta:
+    def beta2_schedule(self, group: dict[str, Any]) -> PolynomialBeta:
         return PolynomialBeta(group["theta"], group["r"])
 
-    def _alpha(self, group: dict[str, Any], t: int) -> float:
-        return super()._alpha(group, t) / t ** group["s"]
+    def alpha(self, group: dict[str, Any], t: int) -> float:
+        return super().alpha(group, t) / t ** group["s"]

@@ -1,14 +1,33 @@
 """The shared core of every optimizer here: the paper's generic adaptive method.
 
-:class:`AdaptiveOptimizer` owns everything the five optimizers have in common: argument
-validation, lazy state, the step counter, weight decay (coupled or decoupled), the scalars of
-step t (schedules and bias correction), the projection onto the box F, and ``inverse_lr``.
-A subclass says only how its moments differ: which beta_2 schedule (:class:`EMAOptimizer`),
-whether it keeps the running max, or a different moment rule altogether (AdaShift).
+x_{t+1} = Pi_F(x_t - alpha_t m_t / D_t), D_t = sqrt(V_t) + eps. :class:`AdaptiveOptimizer`
+owns what the family has in common and what makes it a torch optimizer: argument checks,
+lazy state, step counting, ``maximize``, weight decay (coupled or decoupled), the projection
+onto the box F, the eager and the fused step, state_dict compatibility with torch, and
+``inverse_lr`` / ``second_moment`` for the diagnostics.
+
+An optimizer is its *rule*, written once as plain per-tensor math (the public extension
+points, see the README's fork guide):
+
+- ``init_state(group, param)``: the state tensors of a new parameter;
+- ``step_scalars(group, t)``: the numbers of step t (``step_size`` = alpha_t, the whole scalar
+  that multiplies m_t) and the structure (bools, strings, None) the rule branches on;
+- ``update_moments(grad, state, s)``: updates the moments in place (``after_update``: writes
+  that come after the parameter's update);
+- ``denominator(state, s)``: D_t; ``numerator(state, s)``: m_t (``exp_avg`` by default);
+- ``second_moments(state, s)``: (v_t, v_hat_t or None) in the scale D_t uses them.
+
+:meth:`AdaptiveOptimizer.tensor_step` composes them into one parameter's update; the eager
+step calls it tensor by tensor with Python floats (torch's own ops, so the ``"pytorch"``
+mode equals torch bit for bit), the fused step traces that same method over the group and
+compiles it (``fused.py``), and the diagnostics evaluate the same ``denominator``. A rule
+cannot run one way eagerly and another way fused.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -20,47 +39,54 @@ from torch.optim import Optimizer
 from lit_amsgrad.errors import ConfigError
 
 from . import fused as fused_kernels
-from .functional import StepCoefficients, ema_step_foreach, ema_step_single
+from .scalars import StepScalars
 from .schedules import LR_SCHEDULES, ConstantBeta, first_moment_beta, lr_factor
 
 BIAS_CORRECTIONS = ("none", "pytorch", "max_debiased")
+
+#: group keys that say how to compute, not what: kept as this instance was built on load
+HOW_KEYS = ("foreach", "fused", "capturable", "differentiable")
 
 
 def _fail(name: str, allowed: str, value: Any) -> ConfigError:
     return ConfigError(f"{name} must be {allowed}, got {value!r}")
 
 
-def _check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: str) -> None:
+def check_number(name: str, value: Any, ok: Callable[[float], bool], allowed: str) -> None:
+    """Raise a ConfigError naming ``name`` unless ``value`` is a real number with ``ok``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(name, f"a number {allowed}", value)
+        if isinstance(value, Tensor):
+            allowed = f"{allowed} (a Python number: tensor hyperparameters are not supported)"
+        raise _fail(name, f"a number {allowed}".rstrip(), value)
     if math.isnan(value) or not ok(value):
         raise _fail(name, allowed, value)
 
 
-class AdaptiveOptimizer(Optimizer):
-    """Base class: x_{t+1} = Pi_F(x_t - alpha_t m_t / (sqrt(V_t) + eps)).
+_check_number = check_number  # the name earlier versions exported
 
-    Subclasses implement :meth:`_init_moments`, :meth:`_update_moments_and_params` and
-    :meth:`_denominator`; everything else (validation, step counting, weight decay, schedules,
-    projection, ``inverse_lr``) lives here once.
+
+class AdaptiveOptimizer(Optimizer):
+    """Base class of the family; a subclass defines its rule (see the module docstring).
 
     ``fused=True`` (default False) runs each group's step as one kernel per device and dtype,
-    traced with ``make_fx`` and compiled by inductor (C++ on CPU, Triton on CUDA), that reads
-    and writes every state buffer once; the eager loop makes a pass per operation. Same
-    state keys, dtypes and results (to float round-off) as the eager step, so checkpoints
-    move between the two. lr, betas and the step t reach the kernel as tensor values:
-    schedulers and the advancing t do not recompile. The first step pays the compile
-    (``compile_seconds``, and an INFO log line from ``lit_amsgrad.optim.fused``); it pays off
-    in runs of more than a few thousand steps. It reads ``p.grad`` at step time, so
-    gradients unscaled by AMP (Lightning's precision plugin) need nothing special.
+    compiled from :meth:`tensor_step` (``fused.py``): it reads and writes every state buffer
+    once, where the eager loop makes a pass per operation. Same state keys and dtypes and
+    results (to float round-off) as the eager step, so checkpoints move between the two. The
+    first step pays the compile (``compile_seconds``, and an INFO log line from
+    ``lit_amsgrad.optim.fused``); it pays off in runs of more than a few thousand steps. A
+    rule that cannot be traced is refused at construction.
+
+    torch's flags: ``maximize`` is supported; ``foreach=True``, ``capturable=True`` and
+    ``differentiable=True`` are refused (the eager step runs tensor by tensor, use
+    ``fused=True`` for a multi-tensor step); unknown keyword arguments raise ``TypeError``.
     """
 
     #: bias_correction modes this optimizer accepts; the first one is the paper's.
     bias_corrections: tuple[str, ...] = ("none", "pytorch")
-    #: whether the optimizer keeps the running max v_hat (the AMSGrad family).
-    keeps_running_max: bool = False
     #: set when beta_2 follows a schedule; ``betas`` is then (beta_1,)
     beta2_rule: str | None = None
+    #: whether the optimizer keeps the running max v_hat_t = max(v_hat_{t-1}, v_t)
+    keeps_running_max: bool = False
 
     def __init__(
         self,
@@ -75,10 +101,14 @@ class AdaptiveOptimizer(Optimizer):
         bias_correction: str = "none",
         bounds: Sequence[float] | None = None,
         decoupled_weight_decay: bool = False,
+        maximize: bool = False,
         foreach: bool | None = None,
         fused: bool = False,
-        **extra: Any,
+        capturable: bool = False,
+        differentiable: bool = False,
+        **hyperparameters: Any,
     ) -> None:
+        self._check_keywords(hyperparameters)
         defaults = dict(
             lr=lr,
             betas=tuple(betas) if isinstance(betas, (list, tuple)) else betas,
@@ -89,23 +119,68 @@ class AdaptiveOptimizer(Optimizer):
             bias_correction=bias_correction,
             bounds=tuple(bounds) if isinstance(bounds, (list, tuple)) else bounds,
             decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
             foreach=foreach,
             fused=fused,
-            **extra,
+            capturable=capturable,
+            differentiable=differentiable,
+            **hyperparameters,
         )
         if isinstance(self, EMAOptimizer):
             # torch's key, so that a state_dict saved here resumes in torch.optim.Adam as-is
             defaults["amsgrad"] = self.keeps_running_max
-        self._validate(defaults)
+        self.validate(defaults)
         super().__init__(params, defaults)
         #: seconds this optimizer spent compiling fused kernels (0 when another instance of
         #: this process already compiled them, or without ``fused=True``)
         self.compile_seconds = 0.0
+        if fused:
+            self._check_traceable()
 
-    # ----------------------------------------------------------------- validation
-    def _validate(self, group: dict[str, Any]) -> None:
-        """Raise a ValueError naming the bad argument and the allowed range."""
-        _check_number("lr", group["lr"], lambda x: x >= 0, ">= 0")
+    # ----------------------------------------------------------------- arguments
+    @classmethod
+    def hyperparameter_names(cls) -> set[str]:
+        """The keyword arguments of this class: the core's and every subclass ``__init__``'s."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is Optimizer or not issubclass(klass, AdaptiveOptimizer):
+                continue
+            kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            names |= {
+                p.name for p in inspect.signature(init).parameters.values() if p.kind in kinds
+            }
+        return names - {"self", "params"}
+
+    def _check_keywords(self, hyperparameters: dict[str, Any]) -> None:
+        name = type(self).__name__
+        if "amsgrad" in hyperparameters:
+            amsgrad = hyperparameters.pop("amsgrad")
+            if bool(amsgrad) != self.keeps_running_max:
+                use = "lit_amsgrad.optim.AMSGrad" if amsgrad else "lit_amsgrad.optim.Adam"
+                raise ConfigError(
+                    f"amsgrad={amsgrad!r} is not an option of {name}: use {use} "
+                    "(bias_correction='pytorch' equals torch.optim.Adam(amsgrad=True))"
+                )
+        known = self.hyperparameter_names()
+        unknown = sorted(set(hyperparameters) - known)
+        if unknown:
+            hints = [
+                f"{key!r} (did you mean {close[0]!r}?)"
+                if (close := difflib.get_close_matches(key, known, n=1))
+                else repr(key)
+                for key in unknown
+            ]
+            raise TypeError(
+                f"{name} got unexpected keyword argument(s) {', '.join(hints)}; "
+                f"its arguments are {', '.join(sorted(known))}"
+            )
+
+    def validate(self, group: dict[str, Any]) -> None:
+        """Raise a ConfigError (a ValueError) naming the bad argument and the allowed range.
+
+        A subclass with arguments of its own extends this (``super().validate(group)``)."""
+        check_number("lr", group["lr"], lambda x: x >= 0, ">= 0")
         betas = group["betas"]
         n_betas = 1 if self.beta2_rule else 2
         if not isinstance(betas, tuple) or len(betas) != n_betas:
@@ -117,12 +192,12 @@ class AdaptiveOptimizer(Optimizer):
                 )
             raise _fail("betas", "a pair (beta_1, beta_2)", betas)
         for i, beta in enumerate(betas):
-            _check_number(f"betas[{i}]", beta, lambda x: 0 <= x < 1, "in [0, 1)")
-        _check_number("eps", group["eps"], lambda x: x > 0, "> 0")
-        _check_number("weight_decay", group["weight_decay"], lambda x: x >= 0, ">= 0")
+            check_number(f"betas[{i}]", beta, lambda x: 0 <= x < 1, "in [0, 1)")
+        check_number("eps", group["eps"], lambda x: x > 0, "> 0")
+        check_number("weight_decay", group["weight_decay"], lambda x: x >= 0, ">= 0")
         if group["lr_schedule"] not in LR_SCHEDULES:
             raise _fail("lr_schedule", f"one of {sorted(LR_SCHEDULES)}", group["lr_schedule"])
-        _check_number("beta1_decay", group["beta1_decay"], lambda x: 0 < x <= 1, "in (0, 1]")
+        check_number("beta1_decay", group["beta1_decay"], lambda x: 0 < x <= 1, "in (0, 1]")
         if group["bias_correction"] not in self.bias_corrections:
             raise _fail(
                 "bias_correction",
@@ -134,45 +209,121 @@ class AdaptiveOptimizer(Optimizer):
             if not isinstance(bounds, tuple) or len(bounds) != 2:
                 raise _fail("bounds", "None or a pair (low, high)", bounds)
             for name, value in zip(("bounds[0]", "bounds[1]"), bounds, strict=True):
-                _check_number(name, value, lambda x: True, "")
+                check_number(name, value, lambda x: True, "")
             if not bounds[0] < bounds[1]:
                 raise _fail("bounds", "a pair (low, high) with low < high", bounds)
-        if group["foreach"] not in (None, True, False):
-            raise _fail("foreach", "None, True or False", group["foreach"])
-        fused = group.get("fused", False)
-        if fused not in (True, False):
-            raise _fail("fused", "True or False", fused)
-        if fused and group["foreach"]:
-            raise _fail("fused", "False when foreach=True (fused already does all at once)", fused)
+        for flag in ("decoupled_weight_decay", "maximize"):
+            if group[flag] not in (True, False):
+                raise _fail(flag, "True or False", group[flag])
+        if group["foreach"] not in (None, False):
+            raise _fail(
+                "foreach",
+                "None or False (the eager step runs tensor by tensor; fused=True is the "
+                "multi-tensor step)",
+                group["foreach"],
+            )
+        if group["fused"] not in (True, False):
+            raise _fail("fused", "True or False", group["fused"])
+        if group["capturable"] is not False:
+            raise _fail(
+                "capturable",
+                "False (CUDA-graph capture is not supported; fused=True is the one-kernel step)",
+                group["capturable"],
+            )
+        if group["differentiable"] is not False:
+            raise _fail(
+                "differentiable", "False (the step runs under no_grad)", group["differentiable"]
+            )
+        for param in group.get("params", ()):
+            if torch.is_complex(param):
+                raise ConfigError(
+                    f"{type(self).__name__} supports real parameters only, got a {param.dtype} "
+                    "parameter (optimize torch.view_as_real(p) instead)"
+                )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        self._validate(self.param_groups[-1])
+        self.validate(self.param_groups[-1])
 
-    # ------------------------------------------------------------------ schedules
-    def _beta2_schedule(self, group: dict[str, Any]) -> Any:
-        return ConstantBeta(group["betas"][1])
+    # ------------------------------------------------------------- the rule: API
+    def init_state(self, group: dict[str, Any], param: Tensor) -> dict[str, Tensor]:
+        """The state tensors of a new parameter (``step`` is added by the core)."""
+        raise NotImplementedError
 
-    def _alpha(self, group: dict[str, Any], t: int) -> float:
-        """alpha_t before any bias correction: lr times the schedule."""
+    def alpha(self, group: dict[str, Any], t: int) -> float:
+        """alpha_t before any bias correction: lr times the lr schedule."""
         factor = lr_factor(group["lr_schedule"], t)
         return group["lr"] if factor == 1.0 else group["lr"] * factor
 
-    def _coefficients(self, group: dict[str, Any], t: float) -> StepCoefficients:
-        """The scalars of step t. ``t`` is torch's float step, so beta ** t matches torch."""
-        beta1_schedule = first_moment_beta(group["betas"][0], group["beta1_decay"])
-        beta2_schedule = self._beta2_schedule(group)
-        ti = int(t)
-        alpha = self._alpha(group, ti)
-        mode = group["bias_correction"]
-        beta1, beta2 = beta1_schedule.value(ti), beta2_schedule.value(ti)
-        if mode == "none":
-            return StepCoefficients(beta1, beta2, alpha)
-        step_size = alpha / (1 - beta1_schedule.product(t))
-        bias_correction2 = 1 - beta2_schedule.product(t)
-        if mode == "pytorch":
-            return StepCoefficients(beta1, beta2, step_size, v_divisor_sqrt=bias_correction2**0.5)
-        return StepCoefficients(beta1, beta2, step_size, max_divisor=bias_correction2)
+    def step_scalars(self, group: dict[str, Any], t: int) -> dict[str, Any]:
+        """The numbers of step t (``step_size`` and whatever the rule reads) and its
+        structure; the core adds weight decay, maximize and bounds."""
+        raise NotImplementedError
+
+    def tensors_for_step(
+        self, group: dict[str, Any], param: Tensor, state: dict[str, Any], t: int
+    ) -> dict[str, Tensor]:
+        """The state tensors step t reads and writes (default: all but ``step``); a rule with
+        a ring buffer hands out the slot of step t as a view (AdaShift)."""
+        return {key: value for key, value in state.items() if key != "step"}
+
+    def update_moments(self, grad: Tensor, state: dict[str, Tensor], s: StepScalars) -> None:
+        """Update the moments in place from the gradient of step t."""
+        raise NotImplementedError
+
+    def after_update(self, grad: Tensor, state: dict[str, Tensor], s: StepScalars) -> None:
+        """State writes that come after the parameter's update (AdaShift's window slot):
+        written last, they let the compiled step stream each tensor once."""
+
+    def numerator(self, state: dict[str, Tensor], s: StepScalars) -> Tensor:
+        """m_t, the direction the step divides by D_t."""
+        return state["exp_avg"]
+
+    def denominator(self, state: dict[str, Tensor], s: StepScalars) -> Tensor:
+        """D_t = sqrt(v_hat_t) + eps as the step uses it (a new tensor)."""
+        raise NotImplementedError
+
+    def second_moments(
+        self, state: dict[str, Tensor], s: StepScalars
+    ) -> tuple[Tensor, Tensor | None]:
+        """(v_t, v_hat_t or None) in the scale the denominator uses them."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------- the rule: composed
+    def scalars_at(self, group: dict[str, Any], t: int) -> StepScalars:
+        """Everything step t of ``group`` needs, the rule's and the core's."""
+        s = StepScalars(self.step_scalars(group, t))
+        s["maximize"] = bool(group["maximize"])
+        weight_decay = group["weight_decay"]
+        if weight_decay == 0:
+            s["weight_decay_mode"] = "none"
+        elif group["decoupled_weight_decay"]:
+            s["weight_decay_mode"] = "decoupled"
+            s["decay_factor"] = 1 - self.alpha(group, t) * weight_decay
+        else:
+            s["weight_decay_mode"] = "coupled"
+            s["weight_decay"] = weight_decay
+        s["bounded"] = group["bounds"] is not None
+        if s["bounded"]:
+            s["low"], s["high"] = group["bounds"]
+        return s
+
+    def tensor_step(
+        self, param: Tensor, grad: Tensor, state: dict[str, Tensor], s: StepScalars
+    ) -> None:
+        """One parameter's whole update at step t: the one definition of the step, which the
+        eager loop calls with floats and the fused step traces and compiles."""
+        if s.maximize:
+            grad = -grad
+        if s.weight_decay_mode == "coupled":
+            grad = grad.add(param, alpha=s.weight_decay)
+        elif s.weight_decay_mode == "decoupled":
+            param.mul_(s.decay_factor)
+        self.update_moments(grad, state, s)
+        param.addcdiv_(self.numerator(state, s), self.denominator(state, s), value=-s.step_size)
+        if s.bounded:
+            param.clamp_(s.low, s.high)
+        self.after_update(grad, state, s)
 
     # ----------------------------------------------------------------------- step
     @torch.no_grad()
@@ -186,7 +337,7 @@ class AdaptiveOptimizer(Optimizer):
             params, grads, states = self._collect(group)
             if not params:
                 continue
-            if group.get("fused", False):
+            if group["fused"]:
                 self._fused_step(group, params, grads, states)
             else:
                 self._eager_step(group, params, grads, states)
@@ -195,87 +346,97 @@ class AdaptiveOptimizer(Optimizer):
     def _eager_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
     ) -> None:
-        foreach = self._use_foreach(group, params)
-        steps = [state["step"] for state in states]
-        if foreach:
-            torch._foreach_add_(steps, 1.0)
-        else:
-            for step in steps:
-                step += 1
-        grads = self._apply_weight_decay(group, params, grads, steps, foreach)
-        self._update_moments_and_params(group, params, grads, states, foreach)
-        bounds = group["bounds"]
-        if bounds is not None:
-            if foreach:
-                torch._foreach_clamp_min_(params, bounds[0])
-                torch._foreach_clamp_max_(params, bounds[1])
-            else:
-                for param in params:
-                    param.clamp_(bounds[0], bounds[1])
+        """Tensor by tensor, as torch's own loop: count the step, then update (a parameter
+        listed twice is updated twice, at t and t + 1)."""
+        scalars: dict[int, StepScalars] = {}
+        for param, grad, state in zip(params, grads, states, strict=True):
+            step = state["step"]
+            step += 1
+            t = int(step.item())
+            s = scalars.get(t)
+            if s is None:
+                s = scalars[t] = self.scalars_at(group, t)
+            self.tensor_step(param, grad, self.tensors_for_step(group, param, state, t), s)
 
-    # ---------------------------------------------------------------- fused step
     def _fused_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
     ) -> None:
-        """The whole step of the group in compiled kernels (see ``fused.py``)."""
-        raise NotImplementedError
+        """The group's step in compiled kernels: one per device, dtype and step t."""
+        for device, t, ps, gs, sts in self._fused_buckets(params, grads, states):
+            s = self.scalars_at(group, t)
+            names = s.runtime_names()
+            values = fused_kernels.pack([s[name] for name in names], ps[0])
+            in_kernel = fused_kernels.counts_steps_in_kernel(device)
+            steps = [state["step"] for state in sts]
+            if not in_kernel:
+                torch._foreach_add_(steps, 1.0)
+            tensors = [
+                self.tensors_for_step(group, p, st, t) for p, st in zip(ps, sts, strict=True)
+            ]
+            self.compile_seconds += fused_kernels.run(
+                self._structure(s), self._fused_body(s), ps, gs, tensors,
+                steps if in_kernel else [], values,
+            )  # fmt: skip
+
+    def _structure(self, s: StepScalars) -> tuple:
+        return (type(self).__qualname__, type(self), s.structure())
+
+    def _fused_body(self, s: StepScalars) -> fused_kernels.Body:
+        def body(params, grads, states, steps, values):
+            for step in steps:
+                step.add_(1)
+            traced = StepScalars.traced(s, values)
+            for param, grad, state in zip(params, grads, states, strict=True):
+                self.tensor_step(param, grad, state, traced)
+
+        return body
+
+    def _check_traceable(self) -> None:
+        """fused=True: trace the rule once on a small fake tensor, so that a rule that cannot
+        be compiled is refused here rather than at the first step."""
+        for group in self.param_groups:
+            param = torch.zeros(2, dtype=torch.float32)
+            state = self.init_state(group, param)
+            state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+            state["step"] = torch.tensor(0.0)
+            s = self.scalars_at(group, 1)
+            tensors = self.tensors_for_step(group, param, state, 1)
+            values = fused_kernels.pack([s[n] for n in s.runtime_names()], param)
+            try:
+                fused_kernels.trace(
+                    self._fused_body(s), [param], [torch.ones(2)], [tensors], [state["step"]],
+                    values,
+                )  # fmt: skip
+            except Exception as error:  # noqa: BLE001 - any tracing failure means the same
+                raise ConfigError(
+                    f"fused=True: {type(self).__name__}'s update rule cannot be compiled "
+                    f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                    "a rule must branch only on the structure of its step scalars (bools, "
+                    "strings, None), not on tensor values or numbers. Use fused=False."
+                ) from error
 
     @staticmethod
     def _fused_buckets(
         params: list[Tensor], grads: list[Tensor], states: list[dict]
-    ) -> list[tuple[torch.device, float, list[Tensor], list[Tensor], list[dict]]]:
+    ) -> list[tuple[torch.device, int, list[Tensor], list[Tensor], list[dict]]]:
         """(device, t after this step, params, grads, states) per kernel call: one per
-        device, dtype and t; the usual case is a single one, with the lists as they came.
-
-        This runs every step, so it reads each tensor's step count and kind once (``item``
-        and ``get_device`` are the cheapest reads of a CPU scalar and a device)."""
+        device, dtype and t, and a second round for a parameter listed twice (torch updates
+        it twice, at t and t + 1); the usual case is one call with the lists as they came."""
         ts = [state["step"].item() for state in states]
         kinds = [(p.get_device(), p.dtype) for p in params]
-        if ts.count(ts[0]) == len(ts) and kinds.count(kinds[0]) == len(kinds):
-            return [(params[0].device, ts[0] + 1, params, grads, states)]
+        unique = len({id(p) for p in params}) == len(params)
+        if unique and ts.count(ts[0]) == len(ts) and kinds.count(kinds[0]) == len(kinds):
+            return [(params[0].device, int(ts[0]) + 1, params, grads, states)]
         buckets: dict[tuple, list[int]] = {}
+        seen: dict[int, int] = {}
         for i, (param, t) in enumerate(zip(params, ts, strict=True)):
-            buckets.setdefault((param.device, param.dtype, t + 1), []).append(i)
+            occurrence = seen[id(param)] = seen.get(id(param), -1) + 1
+            key = (occurrence, param.device, param.dtype, int(t) + 1 + occurrence)
+            buckets.setdefault(key, []).append(i)
         return [
             (device, t, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix])
-            for (device, _, t), ix in buckets.items()
+            for (_, device, _, t), ix in sorted(buckets.items(), key=lambda kv: kv[0][0])
         ]
-
-    @staticmethod
-    def _fused_steps(states: list[dict], device: torch.device) -> list[Tensor]:
-        """The step counters for the kernel to increment; counted here where it cannot."""
-        steps = [state["step"] for state in states]
-        if fused_kernels.counts_steps_in_kernel(device):
-            return steps
-        torch._foreach_add_(steps, 1.0)
-        return []
-
-    def _fused_scalars(self, group: dict[str, Any], t: float) -> dict[str, float]:
-        """Weight decay and bounds: the runtime scalars every fused kernel shares."""
-        weight_decay = group["weight_decay"]
-        values = {"eps": group["eps"], "weight_decay": weight_decay}
-        if group["decoupled_weight_decay"]:
-            values["decay_factor"] = 1 - self._alpha(group, int(t)) * weight_decay
-        if group["bounds"] is not None:
-            values["low"], values["high"] = group["bounds"]
-        return values
-
-    @staticmethod
-    def _weight_decay_mode(group: dict[str, Any]) -> str:
-        if group["weight_decay"] == 0:
-            return "none"
-        return "decoupled" if group["decoupled_weight_decay"] else "coupled"
-
-    def _run_fused(self, flags: Any, lists: Sequence[list[Tensor]], *extras: Tensor) -> None:
-        self.compile_seconds += fused_kernels.run(flags, lists, *extras)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Loads the trajectory; ``fused`` and ``foreach`` stay as this instance was built,
-        since they say how to compute, not what (a fused run resumes eagerly and back)."""
-        how = [(g.get("fused", False), g["foreach"]) for g in self.param_groups]
-        super().load_state_dict(state_dict)
-        for group, (fused, foreach) in zip(self.param_groups, how, strict=True):
-            group["fused"], group["foreach"] = fused, foreach
 
     def _collect(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[dict]]:
         params, grads, states = [], [], []
@@ -289,65 +450,59 @@ class AdaptiveOptimizer(Optimizer):
                 )
             state = self.state[param]
             if not state:
-                if torch.is_complex(param):
-                    raise RuntimeError(f"{type(self).__name__} supports real parameters only")
+                state.update(self.init_state(group, param))
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                self._init_moments(group, param, state)
             params.append(param)
             grads.append(param.grad)
             states.append(state)
         return params, grads, states
 
-    @staticmethod
-    def _use_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
-        """Default: foreach on CUDA, where it wins; the per-tensor loop on CPU, where it wins."""
-        if group["foreach"] is not None:
-            return bool(group["foreach"])
-        return all(p.is_cuda for p in params)
+    # -------------------------------------------------------------- state_dict
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a trajectory saved here or by ``torch.optim.Adam`` / ``AdamW``.
 
-    def _apply_weight_decay(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        steps: list[Tensor],
-        foreach: bool,
-    ) -> list[Tensor]:
-        weight_decay = group["weight_decay"]
-        if weight_decay == 0:
-            return grads
-        if group["decoupled_weight_decay"]:
-            # AdamW: shrink by alpha_t * wd (alpha_t = lr for the constant schedule, as torch).
-            factors = [1 - self._alpha(group, int(step.item())) * weight_decay for step in steps]
-            if foreach and len(set(factors)) == 1:
-                torch._foreach_mul_(params, factors[0])
-            else:
-                for param, factor in zip(params, factors, strict=True):
-                    param.mul_(factor)
-            return grads
-        if foreach:
-            return list(torch._foreach_add(grads, params, alpha=weight_decay))
-        return [
-            grad.add(param, alpha=weight_decay) for grad, param in zip(grads, params, strict=True)
-        ]
+        Hyperparameters come from the saved groups, as in torch; keys the saved groups lack
+        (a torch state has no ``bias_correction``) keep this instance's values, and the keys
+        that say how to compute (``fused``, ``foreach``, ...) stay as this instance was built
+        (a fused run resumes eagerly and back). Float steps (older torch) become tensors."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, "
+                f"this optimizer has {len(self.param_groups)}"
+            )
+        merged = []
+        for saved, own in zip(saved_groups, self.param_groups, strict=True):
+            if "amsgrad" in saved and bool(saved["amsgrad"]) != self.keeps_running_max:
+                kind = "with" if saved["amsgrad"] else "without"
+                use = "AMSGrad" if saved["amsgrad"] else "Adam"
+                raise ConfigError(
+                    f"the state was saved by an optimizer {kind} the running max "
+                    f"(amsgrad={saved['amsgrad']}); load it into lit_amsgrad.optim.{use}"
+                )
+            group = {k: v for k, v in own.items() if k != "params"}
+            group.update({k: v for k, v in saved.items() if k not in HOW_KEYS})
+            for key in HOW_KEYS:
+                group[key] = own[key]
+            if "amsgrad" in own:
+                group["amsgrad"] = own["amsgrad"]
+            merged.append(group)
+        super().load_state_dict({**state_dict, "param_groups": merged})
+        for group in self.param_groups:
+            self.validate(group)
+        for state in self.state.values():
+            step = state.get("step")
+            if step is not None and not (
+                isinstance(step, Tensor) and step.device.type == "cpu"
+                and step.dtype == torch.float32
+            ):  # fmt: skip
+                state["step"] = torch.tensor(float(step), dtype=torch.float32)
 
-    # --------------------------------------------------------------- subclass API
-    def _init_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> None:
-        raise NotImplementedError
-
-    def _update_moments_and_params(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict],
-        foreach: bool,
-    ) -> None:
-        raise NotImplementedError
-
-    def _second_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> tuple:
-        """(v_t, v_hat_t or None) as stored, broadcastable to ``param``."""
-        raise NotImplementedError
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling and deepcopy keep the public attributes (torch's keep only three)."""
+        state = super().__getstate__()
+        state["compile_seconds"] = self.compile_seconds
+        return state
 
     # ------------------------------------------------------------ introspection
     def _group_of(self, param: Tensor) -> dict[str, Any]:
@@ -362,131 +517,103 @@ class AdaptiveOptimizer(Optimizer):
                 raise KeyError("parameter is not managed by this optimizer")
         return group
 
-    def _last_step(self, param: Tensor) -> tuple[dict[str, Any], dict]:
+    def _last_step(self, param: Tensor) -> tuple[dict[str, Tensor], StepScalars]:
         state = self.state.get(param)
-        if not state or "step_size" not in state:
+        t = int(state["step"].item()) if state and "step" in state else 0
+        if t == 0:
             raise RuntimeError(
                 "inverse_lr/second_moment describe the last step: call step() on this "
                 "parameter first"
             )
-        return self._group_of(param), state
+        group = self._group_of(param)
+        return self.tensors_for_step(group, param, state, t), self.scalars_at(group, t)
 
     def inverse_lr(self, param: Tensor) -> Tensor:
-        """(sqrt(v_hat_t) + eps) / alpha_t of the last step, element-wise.
+        """D_t / alpha_t of the last step, element-wise: (sqrt(v_hat_t) + eps) / alpha_t.
 
         alpha_t is the whole scalar that multiplied m_t, v_hat_t the second moment as used,
         so the last update was -m_t / inverse_lr(p) before projection and the effective step
-        size is 1 / inverse_lr(p).
-        """
-        group, state = self._last_step(param)
-        v, v_hat = self._second_moments(group, param, state)
-        used = v_hat if v_hat is not None else v
-        denom = used.sqrt()
-        if state["v_divisor_sqrt"] is not None:
-            denom = denom / state["v_divisor_sqrt"]
-        denom = (denom + group["eps"]).expand_as(param)
-        return denom / state["step_size"]
+        size is 1 / inverse_lr(p). It is the rule's own ``denominator`` with the group's
+        hyperparameters as they are now: read it before a scheduler changes lr (the
+        diagnostics read it in the step's post-hook)."""
+        state, s = self._last_step(param)
+        return (self.denominator(state, s) / s.step_size).expand_as(param)
 
     def second_moment(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
         """(v_t, v_hat_t) of the last step in the scale the step used them (debiased where
         the mode debiases); v_hat_t is None for optimizers without the running max."""
-        group, state = self._last_step(param)
-        v, v_hat = self._second_moments(group, param, state)
-        if state["v_divisor_sqrt"] is not None:
-            divisor = state["v_divisor_sqrt"] ** 2
-            v = v / divisor
-            v_hat = v_hat / divisor if v_hat is not None else None
-        elif state.get("max_divisor") is not None:
-            v = v / state["max_divisor"]
+        state, s = self._last_step(param)
+        v, v_hat = self.second_moments(state, s)
         return v.expand_as(param), v_hat.expand_as(param) if v_hat is not None else None
 
 
 class EMAOptimizer(AdaptiveOptimizer):
-    """Adam-style moments: exponential moving averages, optionally with the running max."""
+    """Adam-style moments: exponential moving averages, with the running max when
+    :attr:`keeps_running_max`.
 
-    def _init_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> None:
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    A subclass changes the schedules (:meth:`beta2_schedule`, :meth:`alpha`) or the moment
+    rule itself (:meth:`update_moments`, reading its own numbers from :meth:`step_scalars`)."""
+
+    def beta2_schedule(self, group: dict[str, Any]) -> Any:
+        """beta_2t as a schedule object with ``value(t)`` and ``product(t)``."""
+        return ConstantBeta(group["betas"][1])
+
+    def init_state(self, group: dict[str, Any], param: Tensor) -> dict[str, Tensor]:
+        state = {
+            "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
+        }
         if self.keeps_running_max:
             state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
 
-    def _second_moments(self, group: dict[str, Any], param: Tensor, state: dict) -> tuple:
-        return state["exp_avg_sq"], state.get("max_exp_avg_sq")
+    def step_scalars(self, group: dict[str, Any], t: int) -> dict[str, Any]:
+        """beta_1t, beta_2t and alpha_t, with the bias correction of the mode: ``"pytorch"``
+        divides sqrt(v) by sqrt(1 - prod beta_2) (``bias_correction2_sqrt``, torch's name),
+        ``"max_debiased"`` divides v by 1 - prod beta_2 before the max (``max_divisor``)."""
+        beta1_schedule = first_moment_beta(group["betas"][0], group["beta1_decay"])
+        beta2_schedule = self.beta2_schedule(group)
+        beta1, beta2 = beta1_schedule.value(t), beta2_schedule.value(t)
+        s = dict(
+            beta1=beta1, one_minus_beta1=1 - beta1, beta2=beta2, one_minus_beta2=1 - beta2,
+            eps=group["eps"], step_size=self.alpha(group, t), running_max=self.keeps_running_max,
+            bias_correction2_sqrt=None, max_divisor=None,
+        )  # fmt: skip
+        mode = group["bias_correction"]
+        if mode != "none":
+            # t as a float: beta ** float(t), as torch's loop computes it
+            s["step_size"] = s["step_size"] / (1 - beta1_schedule.product(float(t)))
+            bias_correction2 = 1 - beta2_schedule.product(float(t))
+            if mode == "pytorch":
+                s["bias_correction2_sqrt"] = bias_correction2**0.5
+            else:
+                s["max_divisor"] = bias_correction2
+        return s
 
-    def _update_moments_and_params(
-        self,
-        group: dict[str, Any],
-        params: list[Tensor],
-        grads: list[Tensor],
-        states: list[dict],
-        foreach: bool,
-    ) -> None:
-        by_step: dict[float, StepCoefficients] = {}
-        coefficients = []
-        for state in states:
-            t = state["step"].item()
-            c = by_step.get(t)
-            if c is None:
-                c = by_step[t] = self._coefficients(group, t)
-            coefficients.append(c)
-            state["step_size"] = c.step_size
-            state["v_divisor_sqrt"] = c.v_divisor_sqrt
-            state["max_divisor"] = c.max_divisor
-        exp_avgs = [s["exp_avg"] for s in states]
-        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-        max_exp_avg_sqs = [s["max_exp_avg_sq"] for s in states] if self.keeps_running_max else []
-        amsgrad, eps = self.keeps_running_max, group["eps"]
-        if not foreach:
-            ema_step_single(
-                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, coefficients,
-                amsgrad=amsgrad, eps=eps,
-            )  # fmt: skip
-            return
-        # foreach needs one device, dtype and step t per call
-        buckets: dict[tuple, list[int]] = {}
-        for i, (param, c) in enumerate(zip(params, coefficients, strict=True)):
-            buckets.setdefault((param.device, param.dtype, id(c)), []).append(i)
-        for indices in buckets.values():
+    def update_moments(self, grad: Tensor, state: dict[str, Tensor], s: StepScalars) -> None:
+        """torch's own ops in torch's order (``torch/optim/adam.py``)."""
+        state["exp_avg"].lerp_(grad, s.one_minus_beta1)
+        state["exp_avg_sq"].mul_(s.beta2).addcmul_(grad, grad, value=s.one_minus_beta2)
+        if s.running_max:
+            v = state["exp_avg_sq"]
+            if s.max_divisor is not None:
+                v = v / s.max_divisor
+            torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
 
-            def pick(tensors: list[Tensor], indices: list[int] = indices) -> list[Tensor]:
-                return [tensors[i] for i in indices] if tensors else []
+    def denominator(self, state: dict[str, Tensor], s: StepScalars) -> Tensor:
+        used = state["max_exp_avg_sq"] if s.running_max else state["exp_avg_sq"]
+        denom = used.sqrt()
+        if s.bias_correction2_sqrt is not None:
+            denom = denom / s.bias_correction2_sqrt
+        return denom.add_(s.eps)
 
-            ema_step_foreach(
-                pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
-                pick(max_exp_avg_sqs), coefficients[indices[0]], amsgrad=amsgrad, eps=eps,
-            )  # fmt: skip
-
-    def _fused_step(
-        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict]
-    ) -> None:
-        buckets = self._fused_buckets(params, grads, states)
-        for device, t, picked_params, picked_grads, picked_states in buckets:
-            c = self._coefficients(group, t)
-            for state in picked_states:
-                state["step_size"] = c.step_size
-                state["v_divisor_sqrt"] = c.v_divisor_sqrt
-                state["max_divisor"] = c.max_divisor
-            flags = fused_kernels.EMAFlags(
-                amsgrad=self.keeps_running_max,
-                v_divisor=c.v_divisor_sqrt is not None,
-                max_divisor=c.max_divisor is not None,
-                weight_decay=self._weight_decay_mode(group),
-                bounded=group["bounds"] is not None,
-            )
-            values = self._fused_scalars(group, t)
-            values.update(
-                beta1=c.beta1, one_minus_beta1=1 - c.beta1, beta2=c.beta2,
-                one_minus_beta2=1 - c.beta2, step_size=c.step_size,
-            )  # fmt: skip
-            if c.v_divisor_sqrt is not None:
-                values["v_divisor_sqrt"] = c.v_divisor_sqrt
-            if c.max_divisor is not None:
-                values["max_divisor"] = c.max_divisor
-            maxes = [st["max_exp_avg_sq"] for st in picked_states] if self.keeps_running_max else []
-            self._run_fused(
-                flags,
-                [picked_params, picked_grads, [st["exp_avg"] for st in picked_states],
-                 [st["exp_avg_sq"] for st in picked_states], maxes,
-                 self._fused_steps(picked_states, device)],
-                fused_kernels.pack(fused_kernels.EMA_SCALARS, values, picked_params[0]),
-            )  # fmt: skip
+    def second_moments(
+        self, state: dict[str, Tensor], s: StepScalars
+    ) -> tuple[Tensor, Tensor | None]:
+        v, v_hat = state["exp_avg_sq"], state.get("max_exp_avg_sq") if s.running_max else None
+        if s.bias_correction2_sqrt is not None:
+            divisor = s.bias_correction2_sqrt**2
+            return v / divisor, v_hat / divisor if v_hat is not None else None
+        if s.max_divisor is not None:
+            return v / s.max_divisor, v_hat
+        return v, v_hat
