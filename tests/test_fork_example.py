@@ -1,4 +1,5 @@
-"""The README's worked example of a new optimizer, run as written through train.py."""
+"""The README's worked example of a new optimizer, run as written: its rule, its diagnostics,
+eager and fused, and through train.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from lit_amsgrad.cli import REPO_ROOT, main
-from lit_amsgrad.optim import EMAOptimizer
+from lit_amsgrad.errors import ConfigError
+from lit_amsgrad.optim import AMSGrad, EMAOptimizer
 from tests.fakedata import write_fake_mnist
 
 SECTION = re.compile(
@@ -30,6 +32,11 @@ def readme_example() -> str:
     example = EXAMPLE.search(section.group(1))
     assert example, "the section lacks the <!-- fork-example --> python block"
     return example.group(1)
+
+
+def test_the_example_is_one_short_file():
+    lines = [line for line in readme_example().splitlines() if line.strip()]
+    assert len(lines) <= 30, len(lines)
 
 
 @pytest.fixture
@@ -53,71 +60,101 @@ def run_dir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_example_validates_its_argument(example_class):
-    with pytest.raises(ValueError, match="warmup"):
-        example_class([torch.nn.Parameter(torch.zeros(2))], warmup=0)
+def test_example_refuses_bad_and_misspelt_arguments(example_class):
+    param = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ConfigError, match=r"max_decay must be in \[0, 1\], got 1.5"):
+        example_class(param, max_decay=1.5)
+    with pytest.raises(TypeError, match="'max_decy' \\(did you mean 'max_decay'\\?\\)"):
+        example_class(param, max_decy=0.5)
 
 
-def test_example_steps_with_a_linear_warmup_and_the_running_max(example_class):
-    param = torch.nn.Parameter(torch.ones(3))
-    optimizer = example_class([param], lr=0.1, betas=(0.9, 0.99), warmup=4)
-    for t, grad_scale in enumerate((30.0, 1.0, 1.0, 1.0, 1.0, 1.0), start=1):
-        before = param.detach().clone()
-        param.grad = torch.full_like(param, grad_scale)
+def _reference(grads, lr, betas, eps, max_decay):
+    """The rule by hand, in float64: m, v as AMSGrad's; v_hat = max(decay v_hat, v)."""
+    x, m, v, v_hat, out = torch.ones(3, dtype=torch.float64), 0.0, 0.0, 0.0, []
+    for g in grads:
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        v_hat = torch.maximum(max_decay * torch.as_tensor(v_hat), torch.as_tensor(v))
+        x = x - lr * m / (v_hat.sqrt() + eps)
+        out.append((x.clone(), (v_hat.sqrt() + eps) / lr))
+    return out
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_example_steps_with_its_fading_max_and_the_diagnostics_see_it(example_class, fused):
+    grads = [torch.full((3,), g, dtype=torch.float64) for g in (30.0, 1.0, 1.0, 2.0, 1.0, 1.0)]
+    param = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    kwargs = dict(lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    optimizer = example_class([param], max_decay=0.7, fused=fused, **kwargs)
+    expected = _reference(grads, max_decay=0.7, **kwargs)
+    for g, (x, inverse_lr) in zip(grads, expected, strict=True):
+        param.grad = g.clone()
         optimizer.step()
-        alpha = 0.1 * min(1.0, t / 4)
-        state = optimizer.state[param]
-        assert state["step_size"] == pytest.approx(alpha)
-        # the update is exactly -alpha m_t / (sqrt(v_hat_t) + eps), v_hat the running max
-        v_hat = state["max_exp_avg_sq"]
-        assert torch.all(v_hat >= state["exp_avg_sq"])
-        if t > 1:
-            assert torch.all(v_hat > state["exp_avg_sq"])  # the first big gradient is remembered
-        expected = before - alpha * state["exp_avg"] / (v_hat.sqrt() + 1e-8)
-        torch.testing.assert_close(param.detach(), expected)
-        # and the diagnostics see that step: effective step size 1 / inverse_lr
-        denominator = state["max_exp_avg_sq"].sqrt() + 1e-8
-        torch.testing.assert_close(optimizer.inverse_lr(param), denominator / alpha)
+        torch.testing.assert_close(param.detach(), x, rtol=1e-12, atol=1e-12)
+        # the diagnostics read the same rule: effective step 1 / inverse_lr, exactly
+        torch.testing.assert_close(optimizer.inverse_lr(param), inverse_lr, rtol=1e-12, atol=0)
 
 
-def test_diagnostics_show_the_warmup_as_a_growing_step(example_class):
-    """The README's claim: while alpha_t grows and v_hat is held, Gamma_t < 0 everywhere
-    (diag/gamma_neg_frac = 1); once alpha_t is constant, no coordinate's step grows."""
+def test_example_fused_matches_eager_on_a_network(example_class):
+    runs = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+        optimizer = example_class(net.parameters(), lr=1e-2, max_decay=0.9, fused=fused)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(25):
+            optimizer.zero_grad()
+            x = torch.randn(8, 6, generator=gen)
+            net(x).square().mean().backward()
+            optimizer.step()
+        runs.append(list(net.parameters()))
+    for p, q in zip(*runs, strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def _gamma_neg_fracs(optimizer, param):
     from callbacks import OptimizerProbe, moment_view
 
-    param = torch.nn.Parameter(torch.ones(4))
-    optimizer = example_class([param], lr=0.01, betas=(0.9, 0.99), warmup=5)
     logged: dict[int, float] = {}
     probe = OptimizerProbe(
         optimizer, moment_view(optimizer), {id(param): "x"},
         on_metrics=lambda metrics, step: logged.update({step: metrics.get("diag/gamma_neg_frac")}),
         log_every_n_steps=1, per_parameter=False,
     ).attach()  # fmt: skip
-    for grad_scale in (30.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0):  # v_hat holds the first g^2
+    for grad_scale in (30.0, 1.0, 1.0, 1.0, 1.0, 1.0):  # one spike, then small gradients
         param.grad = torch.full_like(param, grad_scale)
         optimizer.step()
     probe.detach()
-    assert [logged[t] for t in range(2, 6)] == [1.0] * 4  # warm-up: alpha_t grows
-    assert [logged[t] for t in range(6, 9)] == [0.0] * 3  # constant alpha_t, v_hat held
+    return [logged[t] for t in range(2, 7)]
 
 
-def test_example_trains_through_train_py(example_class, run_dir):
+def test_diagnostics_show_the_memory_fading(example_class):
+    """The README's claim: after a spike AMSGrad holds v_hat (no coordinate's step grows),
+    the example lets it fall back (every coordinate's step grows while it does)."""
+    kwargs = dict(lr=0.01, betas=(0.9, 0.99))
+    held = torch.nn.Parameter(torch.ones(4))
+    assert _gamma_neg_fracs(AMSGrad([held], **kwargs), held) == [0.0] * 5
+    fading = torch.nn.Parameter(torch.ones(4))
+    assert _gamma_neg_fracs(example_class([fading], max_decay=0.5, **kwargs), fading) == [1.0] * 5
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_example_trains_through_train_py(example_class, run_dir, fused):
     name = f"fork_example.{example_class.__name__}"
     common = ["--config", "mnist_mlp_amsgrad.yaml", f"--data.data_dir={run_dir / 'data'}",
               "--data.val_size=200", "--data.num_workers=0", "--trainer.logger=false"]  # fmt: skip
     example = [f"--model.init_args.optimizer.class_path={name}",
-               "--model.init_args.optimizer.init_args.warmup=80"]  # fmt: skip
+               "--model.init_args.optimizer.init_args.max_decay=0.99",
+               f"--model.init_args.optimizer.init_args.fused={str(fused).lower()}"]  # fmt: skip
     before = main(["validate", *common, *example])  # same seed, same initial weights as the fit
     initial_loss = float(before.trainer.callback_metrics["val/loss"])
     fit = main(["fit", *common, *example, "--trainer.max_steps=40", "--trainer.max_epochs=-1"])
     (optimizer,) = fit.trainer.optimizers
     assert type(optimizer).__name__ == example_class.__name__
-    assert optimizer.defaults["warmup"] == 80
+    assert optimizer.defaults["max_decay"] == 0.99
+    assert optimizer.defaults["fused"] is fused
     assert optimizer.defaults["bias_correction"] == "none"  # the config's other init_args kept
-    lr, t = optimizer.defaults["lr"], fit.trainer.global_step
-    assert t == 40
-    state = optimizer.state[next(fit.model.parameters())]
-    assert state["step_size"] == pytest.approx(lr * t / 80)  # halfway through the warm-up
+    assert fit.trainer.global_step == 40
     final_loss = float(fit.trainer.callback_metrics["val/loss"])
-    print(f"held-out loss {initial_loss:.3f} before, {final_loss:.3f} after {t} steps")
+    print(f"held-out loss {initial_loss:.3f} before, {final_loss:.3f} after 40 steps")
     assert final_loss < initial_loss

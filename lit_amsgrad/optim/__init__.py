@@ -2,7 +2,8 @@
 
 from .adam_family import Adam, AdamNC, AMSGrad, GenericAdam
 from .adashift import AdaShift
-from .core import AdaptiveOptimizer, EMAOptimizer
+from .core import AdaptiveOptimizer, EMAOptimizer, check_number
+from .scalars import StepScalars
 
 __all__ = [
     "AMSGrad",
@@ -12,4 +13,6 @@ __all__ = [
     "AdaptiveOptimizer",
     "EMAOptimizer",
     "GenericAdam",
+    "StepScalars",
+    "check_number",
 ]
