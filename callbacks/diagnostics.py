@@ -32,7 +32,7 @@ from callbacks.probe import OptimizerProbe
 
 
 class OptimizerDiagnostics(pl.Callback):
-    """Logs effective step sizes, the sign of Gamma_t and the growth of vhat (DESIGN.md keys).
+    """Logs effective step sizes, the sign of Gamma_t and the growth of vhat (docs/design.md keys).
 
     Scalars go to every logger every ``log_every_n_steps`` optimizer steps, W&B histograms
     ``diag_hist/eff_lr/<name>`` every ``histogram_every_n_steps`` (0 turns them off). The step

@@ -146,7 +146,7 @@ def median_from_hist(counts: np.ndarray, edges: np.ndarray) -> float:
 
 
 def row_metrics(row: np.ndarray, edges: np.ndarray, prefix: str, suffix: str) -> dict[str, float]:
-    """DESIGN.md's keys for one row; Gamma and vhat keys only when the row has them."""
+    """docs/design.md's keys for one row; Gamma and vhat keys only when the row has them."""
 
     def key(name: str) -> str:
         return f"{prefix}/{name}{suffix}"
