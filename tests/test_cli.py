@@ -20,15 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_bare_config_name_resolves_to_configs_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    expected = str(CONFIG_DIR / "synthetic_online_amsgrad.yaml")
+    task = str(CONFIG_DIR / "tasks" / "synthetic_online.yaml")
+    expected = [task, str(CONFIG_DIR / "optimizers" / "amsgrad.yaml")]
     assert resolve_config("synthetic_online_amsgrad.yaml") == expected
     assert resolve_config("synthetic_online_amsgrad") == expected
+    assert resolve_config("tasks/synthetic_online.yaml") == [task]
+    assert resolve_config("synthetic_online") == [task]  # a fragment by its bare name
     local = tmp_path / "mine.yaml"
     local.write_text("seed_everything: 1\n")
-    assert resolve_config(str(local)) == str(local)
-    assert resolve_config_args(["fit", "--config=synthetic_online_adam"])[1] == (
-        "--config=" + str(CONFIG_DIR / "synthetic_online_adam.yaml")
-    )
+    assert resolve_config(str(local)) == [str(local)]
+    assert resolve_config_args(["fit", "--config=synthetic_online_adam"])[1:] == [
+        "--config=" + task,
+        "--config=" + str(CONFIG_DIR / "optimizers" / "adam.yaml"),
+    ]
 
 
 def test_missing_config_names_the_available_ones():
@@ -92,9 +96,9 @@ def test_readme_command_runs_twice_into_run_folders(tmp_path):
         assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
-def test_every_config_turns_the_diagnostics_on(config):
+@pytest.mark.parametrize("config", sorted(p.name for p in (CONFIG_DIR / "tasks").glob("*.yaml")))
+def test_every_task_config_turns_the_diagnostics_on(config):
     import yaml
 
-    callbacks = yaml.safe_load((CONFIG_DIR / config).read_text())["trainer"]["callbacks"]
+    callbacks = yaml.safe_load((CONFIG_DIR / "tasks" / config).read_text())["trainer"]["callbacks"]
     assert "callbacks.OptimizerDiagnostics" in [c["class_path"] for c in callbacks]

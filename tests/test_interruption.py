@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from lit_amsgrad.cli import CONFIG_DIR
+from lit_amsgrad.cli import load_config
 from tests.subprocess_env import offline_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ ROUNDS = 400_000  # long enough to be interrupted on any machine
 
 
 def _config(tmp_path: Path) -> Path:
-    config = yaml.safe_load((CONFIG_DIR / "synthetic_online_amsgrad.yaml").read_text())
+    config = load_config("synthetic_online_amsgrad.yaml")
     config["trainer"]["enable_checkpointing"] = True
     config["trainer"]["callbacks"].append(
         {

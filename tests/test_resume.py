@@ -8,13 +8,13 @@ import pytest
 import torch
 import yaml
 
-from lit_amsgrad.cli import CONFIG_DIR, main
+from lit_amsgrad.cli import load_config, main
 
 ROUNDS, STOP_AT = 12_000, 5_000
 
 
 def _config_with_periodic_checkpoint(tmp_path: Path, optimizer: str) -> Path:
-    config = yaml.safe_load((CONFIG_DIR / f"synthetic_online_{optimizer}.yaml").read_text())
+    config = load_config(f"synthetic_online_{optimizer}.yaml")
     config["trainer"]["enable_checkpointing"] = True
     config["trainer"]["callbacks"].append(
         {
@@ -103,7 +103,7 @@ def test_image_task_resumed_mid_epoch_equals_uninterrupted_run(config, tmp_path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train.py"])
     skip_cifar10_md5(monkeypatch)
-    cfg = yaml.safe_load((CONFIG_DIR / config).read_text())
+    cfg = load_config(config)
     for callback in cfg["trainer"]["callbacks"]:
         if callback["init_args"].get("every_n_train_steps"):
             callback["init_args"]["every_n_train_steps"] = 5
