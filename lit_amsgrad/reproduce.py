@@ -3,16 +3,21 @@
     python -m lit_amsgrad.reproduce figure1 --out DIR
     python -m lit_amsgrad.reproduce figure2 --task mnist_logreg --out DIR
 
+Which optimizers and tasks run, their legend labels and colours come from
+``lit_amsgrad.registry``.
+
 Figure 1: Adam, AMSGrad, AdamNC and AdaShift on the online and the stochastic counterexample.
 Every run goes through the same code as ``train.py``: the config
-``configs/synthetic_<problem>_<optimizer>.yaml`` is parsed by the project's LightningCLI and
+``synthetic_<problem>_<optimizer>.yaml`` (the fragments ``configs/tasks/synthetic_<problem>.yaml``
+and ``configs/optimizers/<optimizer>.yaml``) is parsed by the project's LightningCLI and
 the resulting model, data and trainer are used as they are (only the number of rounds and
 seeds can be overridden). Writes ``DIR/figure1.png`` (average regret and iterate against t,
 as the paper's Figure 1) and ``DIR/figure1.json``.
 
 Figure 2: Adam and AMSGrad on an image task (``mnist_logreg``, ``mnist_mlp``, ``cifarnet``)
-over a grid of beta_2 and alpha. Every grid point is ``configs/<task>_<optimizer>.yaml``
-through the same CLI with overrides, logged to CSV and W&B (offline by default). The best
+over a grid of beta_2 and alpha. Every grid point is ``<task>_<optimizer>.yaml`` (the task's and
+the optimizer's fragments) through the same CLI with overrides of alpha and beta_2 (beta_1 is
+the config's), logged to CSV and W&B (offline by default). The best
 setting of each optimizer is the one with the lowest final held-out (validation) loss.
 Writes ``DIR/figure2_<task>.png`` and ``DIR/figure2_<task>.json``.
 """
@@ -32,18 +37,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-PROBLEMS = ("online", "stochastic")
-FIGURE1_OPTIMIZERS = ("adam", "amsgrad", "adamnc", "adashift")
-COLORS = {"adam": "tab:red", "amsgrad": "tab:blue", "adamnc": "tab:green", "adashift": "tab:purple"}
+from lit_amsgrad import registry
+from lit_amsgrad.registry import FIGURE1, FIGURE1_TASKS, FIGURE2, FIGURE2_TASKS
+
+PROBLEMS = tuple(FIGURE1_TASKS)
+
+
+def config_args(name: str) -> list[str]:
+    """``--config <file>`` for every file that the config name ``name`` stands for."""
+    from lit_amsgrad.cli import resolve_config
+
+    return [arg for path in resolve_config(name) for arg in ("--config", path)]
 
 
 def run_synthetic(problem: str, optimizer: str, rounds: int | None, seeds: int | None) -> Any:
     """Fit ``synthetic_<problem>_<optimizer>.yaml`` through the CLI; returns the fitted module."""
-    from lit_amsgrad.cli import AMSGradCLI, resolve_config
+    from lit_amsgrad.cli import AMSGradCLI
 
     _quiet_lightning()  # after the import: Lightning sets its loggers' levels on import
     args = [
-        "--config", resolve_config(f"synthetic_{problem}_{optimizer}.yaml"),
+        *config_args(f"{FIGURE1_TASKS[problem]}_{optimizer}.yaml"),
         "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]  # fmt: skip
@@ -86,9 +99,9 @@ def plot_figure1(results: dict[str, dict[str, Any]], path: Path) -> None:
     for row, problem in enumerate(PROBLEMS):
         for name, result in results.get(problem, {}).items():
             h = result["history"]
-            color = COLORS.get(name)
-            axes[row, 0].plot(h["t"], h["avg_regret"], label=name, color=color)
-            axes[row, 1].plot(h["t"], h["x"], label=name, color=color)
+            color, label = registry.color(name), registry.label(name)
+            axes[row, 0].plot(h["t"], h["avg_regret"], label=label, color=color)
+            axes[row, 1].plot(h["t"], h["x"], label=label, color=color)
         axes[row, 0].set(title=f"{problem}: average regret R_t / t", xlabel="t", yscale="log")
         axes[row, 1].set(title=f"{problem}: iterate x_t", xlabel="t", ylim=(-1.05, 1.05))
         axes[row, 1].axhline(-1.0, color="black", lw=0.8, ls="--")
@@ -100,14 +113,17 @@ def plot_figure1(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 def figure1(
     out: Path,
-    optimizers: Sequence[str] = FIGURE1_OPTIMIZERS,
+    optimizers: Sequence[str] | None = None,
     online_rounds: int | None = None,
     stochastic_rounds: int | None = None,
     seeds: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every (problem, optimizer) pair, write figure1.png and figure1.json under ``out``."""
+    """Run every (problem, optimizer) pair, write figure1.png and figure1.json under ``out``.
+
+    ``optimizers``: registry names, by default those the registry puts in Figure 1."""
     from rich.progress import Progress
 
+    optimizers = registry.optimizers(FIGURE1) if optimizers is None else optimizers
     out.mkdir(parents=True, exist_ok=True)
     rounds = {"online": online_rounds, "stochastic": stochastic_rounds}
     results: dict[str, dict[str, Any]] = {problem: {} for problem in PROBLEMS}
@@ -129,8 +145,7 @@ def figure1(
 
 
 # ------------------------------------------------------------------------------- Figure 2
-TASKS = ("mnist_logreg", "mnist_mlp", "cifarnet")
-FIGURE2_OPTIMIZERS = ("adam", "amsgrad")
+TASKS = FIGURE2_TASKS  # the image tasks (lit_amsgrad.registry)
 PAPER_BETA2S = (0.99, 0.999)
 DEFAULT_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 DIAG_KEYS = ("diag/gamma_neg_frac", "diag/vhat_active_frac")
@@ -177,13 +192,14 @@ def grid(
 
 
 def figure2_args(task: str, point: GridPoint, run: Figure2Run, run_dir: Path) -> list[str]:
-    """One grid point as train.py's arguments: the task's config plus overrides."""
-    from lit_amsgrad.cli import resolve_config
-
+    """One grid point as train.py's arguments: the task's config plus overrides (alpha and
+    beta_2; beta_1 stays the config's)."""
+    config = f"{task}_{point.optimizer}.yaml"
     optimizer = "--model.init_args.optimizer.init_args"
+    beta1 = config_beta1(config)
     args = [
-        "--config", resolve_config(f"{task}_{point.optimizer}.yaml"),
-        f"{optimizer}.lr={point.lr}", f"{optimizer}.betas=[0.9, {point.beta2}]",
+        *config_args(config),
+        f"{optimizer}.lr={point.lr}", f"{optimizer}.betas=[{beta1}, {point.beta2}]",
         f"--trainer.default_root_dir={run_dir}",
         # validate every eval_every optimizer steps, across epoch boundaries
         "--trainer.check_val_every_n_epoch=null", f"--trainer.val_check_interval={run.eval_every}",
@@ -199,6 +215,22 @@ def figure2_args(task: str, point: GridPoint, run: Figure2Run, run_dir: Path) ->
         if getattr(run, key) is not None:
             args.append(f"--data.init_args.{key}={getattr(run, key)}")
     return args
+
+
+def config_beta1(config: str) -> float:
+    """beta_1 of ``config``'s optimizer: its ``betas[0]``, else the class's default."""
+    import importlib
+    import inspect
+
+    from lit_amsgrad.cli import load_config
+
+    spec = load_config(config)["model"]["init_args"]["optimizer"]
+    betas = spec.get("init_args", {}).get("betas")
+    if betas is None:
+        module, name = spec["class_path"].rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+        betas = inspect.signature(cls).parameters["betas"].default
+    return float(betas[0])
 
 
 def _loggers(task: str, point: GridPoint, run: Figure2Run, run_dir: Path) -> list[dict[str, Any]]:
@@ -357,14 +389,15 @@ def plot_figure2(summary: dict[str, Any], path: Path) -> None:
     for ax in axes.flat:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(f"{summary['task']}: Adam vs AMSGrad at the setting with the {SELECTION}")
+    names = " vs ".join(registry.label(o) for o in summary["best"])
+    fig.suptitle(f"{summary['task']}: {names} at the setting with the {SELECTION}")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def _plot_best(ax_train: Any, ax_val: Any, ax_diag: Any, optimizer: str, result: dict) -> None:
-    curves, color = result["curves"], COLORS.get(optimizer)
-    label = f"{optimizer} (beta2={result['beta2']:g}, alpha={result['lr']:g})"
+    curves, color, name = result["curves"], registry.color(optimizer), registry.label(optimizer)
+    label = f"{name} (beta2={result['beta2']:g}, alpha={result['lr']:g})"
     if curves.get("train/loss"):
         steps, values = zip(*curves["train/loss"], strict=True)
         ax_train.plot(steps, _smooth(values, 10), color=color, label=label)
@@ -373,7 +406,7 @@ def _plot_best(ax_train: Any, ax_val: Any, ax_diag: Any, optimizer: str, result:
     for key, style in zip(DIAG_KEYS, ("-", "--"), strict=True):
         if curves.get(key):
             steps, values = zip(*curves[key], strict=True)
-            ax_diag.plot(steps, values, color=color, ls=style, label=f"{optimizer} {key}")
+            ax_diag.plot(steps, values, color=color, ls=style, label=f"{name} {key}")
 
 
 def _plot_grid(ax: Any, results: Sequence[dict[str, Any]]) -> None:
@@ -382,8 +415,8 @@ def _plot_grid(ax: Any, results: Sequence[dict[str, Any]]) -> None:
                       if (r["optimizer"], r["beta2"]) == (optimizer, beta2))  # fmt: skip
         lrs, losses = zip(*line, strict=True)
         style = "-" if beta2 == max(r["beta2"] for r in results) else ":"
-        ax.plot(lrs, losses, ls=style, marker="o", color=COLORS.get(optimizer),
-                label=f"{optimizer} beta2={beta2:g}")  # fmt: skip
+        ax.plot(lrs, losses, ls=style, marker="o", color=registry.color(optimizer),
+                label=f"{registry.label(optimizer)} beta2={beta2:g}")  # fmt: skip
 
 
 def _step_progress(progress: Any, task: Any) -> Any:
@@ -403,14 +436,17 @@ def _step_progress(progress: Any, task: Any) -> Any:
 def figure2(
     task: str,
     out: Path,
-    optimizers: Sequence[str] = FIGURE2_OPTIMIZERS,
+    optimizers: Sequence[str] | None = None,
     beta2s: Sequence[float] = PAPER_BETA2S,
     lrs: Sequence[float] = DEFAULT_LRS,
     run: Figure2Run = Figure2Run(),
 ) -> dict[str, Any]:
-    """Run the grid of ``task``, write figure2_<task>.png/.json under ``out``; returns the JSON."""
+    """Run the grid of ``task``, write figure2_<task>.png/.json under ``out``; returns the JSON.
+
+    ``optimizers``: registry names, by default those the registry puts in Figure 2."""
     from rich.progress import Progress
 
+    optimizers = registry.optimizers(FIGURE2) if optimizers is None else optimizers
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     out.mkdir(parents=True, exist_ok=True)
@@ -461,9 +497,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _add_figure1_parser(commands: Any) -> None:
     fig1 = commands.add_parser("figure1", help="the synthetic counterexample (paper Fig. 1)")
     fig1.add_argument("--out", type=Path, required=True, help="folder for figure1.png/.json")
-    fig1.add_argument(
-        "--optimizers", nargs="+", default=list(FIGURE1_OPTIMIZERS), choices=FIGURE1_OPTIMIZERS
-    )
+    names = registry.optimizers(FIGURE1)
+    fig1.add_argument("--optimizers", nargs="+", default=list(names), choices=names)
     fig1.add_argument("--online-rounds", type=int, default=None, help="default: the config's")
     fig1.add_argument("--stochastic-rounds", type=int, default=None, help="default: the config's")
     fig1.add_argument("--seeds", type=int, default=None, help="independent runs (coordinates)")
@@ -486,9 +521,8 @@ def _add_figure2_parser(commands: Any) -> None:
     fig2 = commands.add_parser("figure2", help="Adam vs AMSGrad on an image task (paper Fig. 2)")
     fig2.add_argument("--task", required=True, choices=TASKS)
     fig2.add_argument("--out", type=Path, required=True, help="folder for figure2_<task>.png/.json")
-    fig2.add_argument(
-        "--optimizers", nargs="+", default=list(FIGURE2_OPTIMIZERS), choices=FIGURE2_OPTIMIZERS
-    )
+    names = registry.optimizers(FIGURE2)
+    fig2.add_argument("--optimizers", nargs="+", default=list(names), choices=names)
     fig2.add_argument("--beta2", nargs="+", type=float, default=list(PAPER_BETA2S))
     fig2.add_argument("--lrs", nargs="+", type=float, default=list(DEFAULT_LRS), help="alpha grid")
     length = fig2.add_mutually_exclusive_group()
