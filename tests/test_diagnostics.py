@@ -41,7 +41,7 @@ def paper_amsgrad_moments(opt, p):
 
 
 def expected_metrics(names, invs, prevs, moments, prev_means):
-    """DESIGN.md's keys from whole tensors; the median is the lower median, the order statistic
+    """docs/design.md's keys from whole tensors; the median is the lower median, the order statistic
     the histogram estimate lands within one bin of."""
     groups = [("", list(range(len(names))))] + [(f"/{n}", [i]) for i, n in enumerate(names)]
     out, means = {}, {}

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import OptimizerDiagnostics
 
-DESIGN_KEYS = (
+CONTRACT_KEYS = (  # the diag/ keys of docs/design.md
     "diag/eff_lr/min",
     "diag/eff_lr/median",
     "diag/eff_lr/max",
@@ -113,7 +113,7 @@ def test_csv_logger_gets_the_scalars_at_optimizer_steps(tmp_path):
     logged = recorder.diag()
     assert sorted(logged) == [3, 6, 9, 12]
     names = [n for n, _ in trainer.lightning_module.named_parameters()]
-    for key in DESIGN_KEYS:
+    for key in CONTRACT_KEYS:
         assert key in logged[6]
         assert all(f"{key}/{n}" in logged[6] for n in names)
     assert not any(k.startswith("diag_hist") for m in logged.values() for k in m)  # W&B only
