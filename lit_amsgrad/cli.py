@@ -71,6 +71,8 @@ def resolve_config(name: str) -> list[str]:
     """
     if Path(name).is_file():
         return [name]
+    if Path(name).parent.resolve() == CONFIG_DIR.resolve():
+        name = Path(name).name  # configs/cifarnet_amsgrad.yaml: the path of a composite name
     stem = name.removesuffix(".yaml")
     for folder in (CONFIG_DIR, TASK_DIR, OPTIMIZER_DIR):
         for candidate in (folder / name, folder / f"{stem}.yaml"):

@@ -26,6 +26,7 @@ def test_bare_config_name_resolves_to_configs_dir(tmp_path, monkeypatch):
     assert resolve_config("synthetic_online_amsgrad") == expected
     assert resolve_config("tasks/synthetic_online.yaml") == [task]
     assert resolve_config("synthetic_online") == [task]  # a fragment by its bare name
+    assert resolve_config(str(CONFIG_DIR / "synthetic_online_amsgrad.yaml")) == expected
     local = tmp_path / "mine.yaml"
     local.write_text("seed_everything: 1\n")
     assert resolve_config(str(local)) == [str(local)]
