@@ -187,3 +187,11 @@ def test_figure2_takes_beta1_from_the_config(monkeypatch, tmp_path):
     monkeypatch.setattr(lit_amsgrad.cli, "load_config", lambda name: config)
     args = reproduce.figure2_args("mnist_mlp", point, reproduce.Figure2Run(), tmp_path)
     assert "--model.init_args.optimizer.init_args.betas=[0.8, 0.99]" in args
+
+
+@pytest.mark.parametrize("name", ["synthetic_online_adashift", "synthetic_stochastic_adashift"])
+def test_adashift_configs_train_with_adashifts_own_eps(name, in_tmp, capsys):
+    """jsonargparse keeps the task's AMSGrad defaults the new class accepts when a fragment
+    switches the class_path: without its own eps, AdaShift ran with AMSGrad's 1e-8."""
+    printed = printed_config(capsys, f"{name}.yaml")
+    assert printed["model"]["init_args"]["optimizer"]["init_args"]["eps"] == 1e-10
