@@ -32,10 +32,13 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_amsgrad.checkpoint_io import AtomicCheckpointIO, verify_checkpoint
 from lit_amsgrad.checkpointing import InterruptionCheckpoint
 from lit_amsgrad.errors import ConfigError, condense_parse_error
+from lit_amsgrad.resume import newest_intact, refuse_changed_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -187,6 +190,9 @@ class AMSGradCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False})  # main() prints one line
+        # no top-level --optimizer/--lr_scheduler: the model's own optimizer is what trains
+        # and what is recorded (they trained SGD while the config said AMSGrad)
+        kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -206,7 +212,13 @@ class AMSGradCLI(LightningCLI):
             # Lightning knows "best"/"last" only inside the process that fitted; a new run
             # finds them in the newest earlier run folder of the same config.
             checkpoint, resumed_run = find_previous_checkpoint(self.run_name, ckpt_path)
-            config["ckpt_path"] = str(checkpoint)
+            config["ckpt_path"] = ckpt_path = str(checkpoint)
+        if ckpt_path not in (None, "hpc", "registry"):
+            check_resume_settings(
+                ckpt_path, config, ("model", "data") if self.subcommand == "fit" else ("model",)
+            )
+        elif self.subcommand == "fit" and trainer.get("default_root_dir") is not None:
+            refuse_fresh_fit_over_a_run(Path(trainer["default_root_dir"]))
         if trainer.get("default_root_dir") is None:
             if self.subcommand == "fit" and resumed_run is not None:
                 trainer["default_root_dir"] = str(resumed_run)  # resume where it stopped
@@ -220,20 +232,13 @@ class AMSGradCLI(LightningCLI):
             if init_args.get("name") is None:
                 init_args["name"] = self.run_name
             run_id = wandb_run_id(Path(trainer["default_root_dir"]))
-            if init_args.get("id") is None and run_id:
+            if init_args.get("id") is None and run_id and self.subcommand == "fit" and ckpt_path:
                 init_args["id"] = run_id  # a resumed fit continues its W&B run
                 init_args["resume"] = "allow"
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters before anything else
-        try:
-            super()._parse_ckpt_path()
-        except Exception as err:
-            path = self.config[self.config.subcommand].get("ckpt_path")
-            raise CheckpointMismatchError(
-                f"--ckpt_path {path} is not a readable checkpoint ({type(err).__name__}); "
-                "pass a .ckpt file saved by this project"
-            ) from None
+        """LightningCLI merges the checkpoint's hyperparameters over the command line's here;
+        this CLI compares them instead (``check_resume_settings``) and refuses a difference."""
 
     def instantiate_classes(self) -> None:
         try:
@@ -249,8 +254,10 @@ class AMSGradCLI(LightningCLI):
             check_checkpoint_fits(config["ckpt_path"], self.model)
         try:
             super()._run_subcommand(subcommand)
-        finally:
-            _finish_wandb()
+        except BaseException as error:
+            _finish_wandb(exit_code=143 if isinstance(error, SIGTERMException) else 1)
+            raise
+        _finish_wandb(exit_code=0)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         configured = list(config.get("callbacks") or []) + list(callbacks)
@@ -265,6 +272,10 @@ class AMSGradCLI(LightningCLI):
         if self.subcommand == "fit" and config.get("enable_checkpointing", True) is not False:
             dirpath = Path(config["default_root_dir"]) / "checkpoints"
             callbacks = [*callbacks, InterruptionCheckpoint(str(dirpath))]
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -312,7 +323,16 @@ def find_previous_checkpoint(run_name: str, which: str) -> tuple[Path, Path]:
         if not lasts:
             continue
         if which == "last":
-            return lasts[-1], run
+            intact, refused = newest_intact(lasts)
+            for path, why in refused:
+                print(f"note: skipping {path}: {why.split(';')[0]}", file=sys.stderr)
+            if intact is None:
+                continue
+            if refused:
+                print(
+                    f"note: resuming from {intact}, the newest intact checkpoint", file=sys.stderr
+                )
+            return intact, run
         import torch
 
         state = torch.load(lasts[-1], map_location="cpu", weights_only=False)
@@ -327,6 +347,34 @@ def find_previous_checkpoint(run_name: str, which: str) -> tuple[Path, Path]:
         f"{'last.ckpt' if which == 'last' else 'best checkpoint (ModelCheckpoint with save_last)'}"
         "; pass the checkpoint file's path instead"
     )
+
+
+def check_resume_settings(path: str, config: Any, sections: tuple[str, ...]) -> None:
+    """One line instead of a silent mix: the file is whole, and it trained these settings."""
+    import torch
+
+    verify_checkpoint(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # a foreign file fails in many ways
+        raise CheckpointMismatchError(
+            f"--ckpt_path {path} is not a readable checkpoint ({type(err).__name__}); "
+            "pass a .ckpt file saved by this project"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointMismatchError(f"--ckpt_path {path} is not a Lightning checkpoint")
+    refuse_changed_settings(path, checkpoint, config, sections)
+
+
+def refuse_fresh_fit_over_a_run(root: Path) -> None:
+    """A fit without --ckpt_path into a folder that holds a run's checkpoints: refused,
+    rather than mixing two runs' checkpoints, logs and W&B run in one folder."""
+    earlier = sorted((root / "checkpoints").glob("*.ckpt"))
+    if earlier:
+        raise ConfigError(
+            f"--trainer.default_root_dir {root} holds the checkpoints of an earlier run "
+            f"({earlier[0].name}, ...): resume it with --ckpt_path last, or fit into a new folder"
+        )
 
 
 def check_checkpoint_fits(path: str, model: LightningModule) -> None:
@@ -361,11 +409,12 @@ def wandb_run_id(run_dir: Path) -> str | None:
     return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
-def _finish_wandb() -> None:
-    """Close the W&B run so that its offline files are complete and a next run is new."""
+def _finish_wandb(exit_code: int = 0) -> None:
+    """Close the W&B run so that its offline files are complete and a next run is new; a
+    run that ended in an error, a stop or SIGTERM is recorded as failed (its exit code)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
 
 
 def _is_run_logger(logger: Any) -> bool:

@@ -66,8 +66,13 @@ CASES = {
     "missing checkpoint": ([*SYNTH, "--ckpt_path", "gone.ckpt"], "gone.ckpt: no such file", None),
     "corrupt checkpoint": (
         [*SYNTH, "--ckpt_path", "corrupt.ckpt"],
-        "is not a readable checkpoint",
+        "corrupt.ckpt is not a whole checkpoint (23 bytes",
         _write_corrupt,
+    ),
+    "top-level optimizer flag": (
+        [*SYNTH, "--optimizer=torch.optim.SGD", "--optimizer.lr=0.1"],
+        "optimizer",
+        None,
     ),
     "checkpoint of another model": (
         [*MNIST, "--ckpt_path", "other.ckpt"],

@@ -1,0 +1,120 @@
+"""Resuming trains what the checkpoint recorded, or is refused: no silent mix of the two.
+
+LightningCLI merges a checkpoint's hyperparameters over the command line's, and the optimizer
+state then restores the old lr into the param groups, so ``--ckpt_path`` with a changed lr,
+optimizer or config trained the checkpoint's settings into the new config's folder while
+``config.yaml`` recorded the new ones. Here the two are compared instead, and any difference
+in what is trained (the model and its optimizer, the data and its split) refuses the resume
+with one line that lists the differences. What only says how or where to compute may change:
+``fused``/``foreach``, the data folder and worker count, and every trainer setting (a resumed
+run may train for longer, on more devices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lit_amsgrad.checkpoint_io import CorruptCheckpointError, verify_checkpoint
+from lit_amsgrad.errors import ConfigError
+
+#: keys that say how or where to compute, not what: allowed to differ on resume
+HOW_KEYS = {"fused", "foreach", "data_dir", "num_workers", "download", "pin_memory"}
+MAX_LISTED = 5
+
+
+class ChangedSettingsError(ConfigError):
+    """``--ckpt_path`` with settings other than the ones the checkpoint trained with."""
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "as_dict"):  # a jsonargparse Namespace
+        value = value.as_dict()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _as_config(hparams: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint's saved hyperparameters as a class_path/init_args config."""
+    if not hparams:
+        return None
+    hparams = {k: v for k, v in hparams.items() if k != "_instantiator"}
+    if "_class_path" in hparams:
+        return {"class_path": hparams.pop("_class_path"), "init_args": _plain(hparams)}
+    return {"init_args": _plain(hparams)}
+
+
+SECTIONS = {"model": "hyper_parameters", "data": "datamodule_hyper_parameters"}
+
+
+def settings_differences(
+    checkpoint: Mapping[str, Any],
+    config: Mapping[str, Any],
+    sections: tuple[str, ...] = ("model", "data"),
+) -> list[str]:
+    """'key: saved in the checkpoint, given now' for each setting that differs."""
+    differences = []
+    for section in sections:
+        saved_key = SECTIONS[section]
+        saved = _as_config(checkpoint.get(saved_key))
+        if saved is None:
+            continue
+        now = _plain(config.get(section)) or {}
+        if "class_path" not in saved:
+            now = {"init_args": now.get("init_args", {})}
+        old, new = _flatten(saved, section, {}), _flatten(now, section, {})
+        for key in sorted(set(old) | set(new)):
+            if key.rsplit(".", 1)[-1] in HOW_KEYS:
+                continue
+            if key in old and key in new and old[key] == new[key]:
+                continue
+            before = repr(old[key]) if key in old else "(not set)"
+            after = repr(new[key]) if key in new else "(not set)"
+            differences.append(f"{key}: {before} in the checkpoint, {after} now")
+    return differences
+
+
+def refuse_changed_settings(
+    path: str | Path,
+    checkpoint: Mapping[str, Any],
+    config: Mapping[str, Any],
+    sections: tuple[str, ...] = ("model", "data"),
+) -> None:
+    """Raise ChangedSettingsError listing what differs (``sections``: what must match; a
+    test or validation of a checkpoint may use other data settings, a resumed fit not)."""
+    differences = settings_differences(checkpoint, config, sections)
+    if not differences:
+        return
+    listed = "; ".join(differences[:MAX_LISTED])
+    more = f"; and {len(differences) - MAX_LISTED} more" if len(differences) > MAX_LISTED else ""
+    raise ChangedSettingsError(
+        f"--ckpt_path {path} was trained with other settings than these ({listed}{more}): "
+        "resume with the settings it was trained with, or start a new fit without --ckpt_path"
+    )
+
+
+def newest_intact(candidates: list[Path]) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest intact checkpoint of ``candidates`` (oldest first) and the newer ones
+    that were refused, with why."""
+    refused = []
+    for path in reversed(candidates):
+        try:
+            verify_checkpoint(path)
+        except CorruptCheckpointError as error:
+            refused.append((path, str(error)))
+            continue
+        return path, refused
+    return None, refused

@@ -1,0 +1,125 @@
+"""A run does what it records: a fresh fit restores nothing, a resume with other settings is
+refused with the differences listed, checkpoints go through the atomic writer, ``--ckpt_path
+last`` skips a corrupt newest file, W&B records a failed run as failed."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from lit_amsgrad.checkpoint_io import AtomicCheckpointIO
+from lit_amsgrad.cli import main
+from lit_amsgrad.errors import ConfigError
+from lit_amsgrad.resume import ChangedSettingsError
+from tests.fakedata import write_fake_mnist
+
+LOGREG = ["--config", "mnist_logreg_amsgrad.yaml", "--data.data_dir=data", "--data.val_size=200",
+          "--data.num_workers=0", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false"]  # fmt: skip
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    write_fake_mnist(tmp_path / "data", n_train=1200, n_test=50)
+    return tmp_path
+
+
+def _fit(*args: str):
+    return main(["fit", *LOGREG, "--trainer.max_steps=4", "--trainer.max_epochs=-1", *args])
+
+
+def test_checkpoints_are_written_by_the_atomic_writer(workdir):
+    cli = _fit()
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert list(workdir.glob("runs/mnist_logreg_amsgrad/*/checkpoints/last.ckpt"))
+
+
+def test_a_fresh_fit_into_a_used_folder_is_refused_not_restored(workdir):
+    """Before: Lightning printed 'Restoring states from .../last.ckpt' and trained on from the
+    old run (InterruptionCheckpoint was an OnExceptionCheckpoint, which turns ckpt_path=None
+    into 'last'), with the new config.yaml recording other settings."""
+    root = workdir / "shared_root"
+    _fit(f"--trainer.default_root_dir={root}")
+    with pytest.raises(
+        ConfigError, match="holds the checkpoints of an earlier run.*--ckpt_path last"
+    ):
+        _fit(f"--trainer.default_root_dir={root}", "--model.init_args.optimizer.init_args.lr=0.5")
+    # a fresh folder trains from step 0: nothing restored
+    cli = _fit(f"--trainer.default_root_dir={workdir / 'other_root'}")
+    assert cli.trainer.global_step == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "listed"),
+    [
+        (["--model.init_args.optimizer.init_args.lr=0.5"], "optimizer.init_args.lr: 0.01 in the checkpoint, 0.5 now"),
+        (["--model.init_args.optimizer.class_path=lit_amsgrad.optim.Adam"], "optimizer.class_path: 'lit_amsgrad.optim.AMSGrad' in the checkpoint, 'lit_amsgrad.optim.Adam' now"),
+        (["--data.batch_size=64"], "data.init_args.batch_size: 128 in the checkpoint, 64 now"),
+    ],
+    ids=["lr", "optimizer", "batch_size"],
+)  # fmt: skip
+def test_a_resume_with_other_settings_is_refused_with_the_differences(workdir, change, listed):
+    """Before: exit 0, training the checkpoint's settings while config.yaml said the new."""
+    _fit()
+    with pytest.raises(ChangedSettingsError, match=listed.replace("(", r"\(").replace(")", r"\)")):
+        _fit("--ckpt_path", "last", "--trainer.max_steps=8", *change)
+
+
+def test_a_checkpoint_of_another_config_is_refused(workdir):
+    _fit()
+    (checkpoint,) = workdir.glob("runs/mnist_logreg_amsgrad/*/checkpoints/last.ckpt")
+    with pytest.raises(
+        ChangedSettingsError, match="model.init_args.net: 'logreg' in the checkpoint, 'mlp' now"
+    ):
+        main(["fit", *[a if a != "mnist_logreg_amsgrad.yaml" else "mnist_mlp_amsgrad.yaml" for a in LOGREG],
+              "--ckpt_path", str(checkpoint), "--trainer.max_steps=8"])  # fmt: skip
+
+
+def test_a_resume_may_change_how_it_computes(workdir):
+    """fused, the trainer's limits and devices say how and how long, not what: allowed."""
+    _fit()
+    cli = _fit("--ckpt_path", "last", "--trainer.max_steps=6",
+               "--model.init_args.optimizer.init_args.fused=true")  # fmt: skip
+    assert cli.trainer.global_step == 6
+
+
+def test_ckpt_path_last_skips_a_corrupt_newest_checkpoint(workdir, capsys):
+    _fit("--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+         "--trainer.callbacks.every_n_train_steps=2", "--trainer.callbacks.filename=last-periodic",
+         "--trainer.max_steps=4")  # fmt: skip
+    lasts = sorted(workdir.glob("runs/mnist_logreg_amsgrad/*/checkpoints/last*.ckpt"))
+    assert len(lasts) == 2
+    newest = max(lasts, key=lambda p: p.stat().st_mtime)
+    older = min(lasts, key=lambda p: p.stat().st_mtime)
+    step = torch.load(older, weights_only=False)["global_step"]
+    newest.write_bytes(newest.read_bytes()[:5000])  # a stub, as a copy killed half way
+    cli = _fit("--ckpt_path", "last", f"--trainer.max_steps={step + 2}")
+    err = capsys.readouterr().err
+    assert f"note: resuming from {older.relative_to(workdir)}, the newest intact checkpoint" in err
+    assert cli.trainer.global_step == step + 2
+
+
+def test_wandb_records_a_failed_run_as_failed(workdir, monkeypatch):
+    """Before: the NaN stop, SIGTERM and crashes all ended the W&B run with exit code 0."""
+    import wandb
+
+    codes = []
+    finish = wandb.finish
+    monkeypatch.setattr(
+        wandb,
+        "finish",
+        lambda exit_code=None, **kw: (codes.append(exit_code), finish(exit_code=exit_code, **kw)),
+    )
+    args = [a for a in LOGREG if a != "--trainer.logger=false"]
+    with pytest.raises(Exception, match="non-finite"):
+        # the shipped configs stop on NaN/inf (on_nonfinite: stop)
+        main(
+            ["fit", *args, "--trainer.max_steps=4", "--model.init_args.optimizer.init_args.lr=1e38"]
+        )
+    main(["fit", *args, "--trainer.max_steps=2"])
+    assert codes == [1, 0]
