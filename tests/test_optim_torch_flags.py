@@ -53,7 +53,7 @@ def test_amsgrad_on_adam_points_to_amsgrad():
     ("kwargs", "message"),
     [
         (dict(capturable=True), r"capturable must be False \(CUDA-graph capture is not supported; fused=True"),
-        (dict(differentiable=True), r"differentiable must be False \(the step runs under no_grad\)"),
+        (dict(differentiable=True), r"differentiable must be False \(the step runs under no_grad; .*torch.func\)"),
         (dict(foreach=True), r"foreach must be None or False .*fused=True is the multi-tensor step"),
         (dict(lr=torch.tensor(0.01)), r"lr must be a number >= 0 \(a Python number: tensor hyperparameters are not supported\)"),
         (dict(maximize="yes"), r"maximize must be True or False"),

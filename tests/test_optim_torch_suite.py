@@ -16,7 +16,8 @@ Why the sample inputs are copied rather than imported: ``torch.testing._internal
 Each test's name is the name of the torch test it ports (``test_<torch name>``, with a suffix
 where there are several); the features ours refuse (foreach, capturable, differentiable,
 complex, tensor lr, sparse gradients) are tests that assert the refusal and its message.
-The tests marked ``xfail(strict=True)`` document bugs (the expected behaviour is torch's).
+Three bugs this suite found (non-parameter state entries on load, the order of load hooks,
+AdaShift on zero-size parameters) are fixed; their tests pass like the rest.
 """
 
 from __future__ import annotations
@@ -1253,19 +1254,10 @@ def test_load_state_dict_pre_hook_and_prepend(cls, kwargs):
     assert optim.param_groups[0]["lr"] == 0.002  # prepended: hook1 runs last and wins
 
 
-# Bug: load_state_dict's step conversion (core.py, the loop after super().load_state_dict)
-# calls .get on every value of self.state; torch allows non-parameter entries there (a load
-# post-hook or a state_dict pre-hook writes one).
-BUG_NON_PARAM_STATE = (
-    "bug: load_state_dict calls .get on non-parameter state entries (AttributeError)"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=BUG_NON_PARAM_STATE)
 @pytest.mark.parametrize(("cls", "kwargs"), ONE_EACH)
 def test_load_state_dict_post_hook(cls, kwargs):
-    """torch's test verbatim: a post hook writing a flag into optimizer.state. Bug (xfail):
-    AttributeError from our load_state_dict (torch.optim.Adam passes)."""
+    """torch's test verbatim: a post hook writing a flag into optimizer.state. (An AttributeError in ours
+    before: load_state_dict called .get on every state entry.)"""
     optim = _hooked(cls, kwargs)
     optim.register_load_state_dict_post_hook(_load_state_dict_post_hook)
     optim.load_state_dict(optim.state_dict())
@@ -1273,10 +1265,9 @@ def test_load_state_dict_post_hook(cls, kwargs):
     assert optim.state["ran_load_state_dict_post_hook"] is True
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=BUG_NON_PARAM_STATE)
 @pytest.mark.parametrize(("cls", "kwargs"), ONE_EACH)
 def test_load_state_dict_pre_post_hook(cls, kwargs):
-    """torch's test verbatim. Bug (xfail): as test_load_state_dict_post_hook."""
+    """torch's test verbatim."""
     optim = _hooked(cls, kwargs)
     optim.register_load_state_dict_pre_hook(_load_state_dict_pre_hook2)
     optim.register_load_state_dict_post_hook(_load_state_dict_post_hook)
@@ -1285,12 +1276,11 @@ def test_load_state_dict_pre_post_hook(cls, kwargs):
     assert optim.state["ran_load_state_dict_post_hook"] is True
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=BUG_NON_PARAM_STATE)
 @pytest.mark.parametrize(("cls", "kwargs"), ONE_EACH)
 def test_load_state_dict_with_a_non_parameter_state_entry(cls, kwargs):
     """A state dict written with test_state_dict_pre_hook's hook (state["test"] = 1) loads in
-    torch (the entry is kept as is). Bug (xfail): AttributeError: 'int' object has no
-    attribute 'get'."""
+    torch (the entry is kept as is); ours raised AttributeError: 'int' object has no
+    attribute 'get' before."""
     optim = _hooked(cls, kwargs)
     optim.register_state_dict_pre_hook(_state_dict_pre_hook)
     state_dict = optim.state_dict()
@@ -1325,7 +1315,6 @@ def test_load_state_dict_pre_post_hook_order(cls, kwargs):
 # calling super().load_state_dict, where torch runs the load pre-hooks, and converts steps and
 # validates after it, once the post-hooks have run: a pre-hook cannot fix a state dict
 # ("loaded state dict has 2 parameter groups, this optimizer has 1"), a post-hook sees float steps.
-BUG_HOOK_ORDER = "bug: load_state_dict works before its pre-hooks and after its post-hooks"
 
 
 def _drop_second_group(optimizer, state_dict):
@@ -1339,15 +1328,14 @@ def _drop_second_group(optimizer, state_dict):
     "make",
     [
         pytest.param(lambda ps: torch.optim.Adam(ps, foreach=False), id="torch.optim.Adam"),
-        *[pytest.param(lambda ps, c=c: c(ps, **BASE[c]), id=c.__name__,
-                       marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=BUG_HOOK_ORDER))
-          for c in FAMILY],
+        *[pytest.param(lambda ps, c=c: c(ps, **BASE[c]), id=c.__name__) for c in FAMILY],
     ],
 )  # fmt: skip
 def test_load_state_dict_pre_hook_can_fix_the_state_dict(make):
     """A load pre-hook runs before the state dict is checked (torch: "called before
     load_state_dict is called", it may return a new dict): here it drops a second group the
-    optimizer does not have. torch.optim.Adam loads; ours (xfail) refuse before the hook runs."""
+    optimizer does not have. torch.optim.Adam loads, and so do ours (they refused before the
+    hook ran)."""
     p, q = Parameter(torch.randn(3)), Parameter(torch.randn(2))
     two = make([{"params": [p]}, {"params": [q], "lr": 0.1}])
     p.grad, q.grad = torch.ones(3), torch.ones(2)
@@ -1362,15 +1350,13 @@ def test_load_state_dict_pre_hook_can_fix_the_state_dict(make):
     "make",
     [
         pytest.param(lambda ps: torch.optim.Adam(ps, foreach=False), id="torch.optim.Adam"),
-        *[pytest.param(lambda ps, c=c: c(ps, **BASE[c]), id=c.__name__,
-                       marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=BUG_HOOK_ORDER))
-          for c in FAMILY],
+        *[pytest.param(lambda ps, c=c: c(ps, **BASE[c]), id=c.__name__) for c in FAMILY],
     ],
 )  # fmt: skip
 def test_load_state_dict_post_hook_sees_the_loaded_state(make):
     """A load post-hook runs once loading is done (torch: "called after load_state_dict"):
-    a float step (older torch) is a tensor by then in torch.optim.Adam; ours (xfail) convert
-    it only after the post-hooks ran."""
+    a float step (older torch) is a tensor by then, in torch.optim.Adam and in ours (which
+    converted it only after the post-hooks ran)."""
     p = Parameter(torch.randn(3))
     optimizer = make([p])
     p.grad = torch.ones(3)
@@ -1569,7 +1555,6 @@ def test_closure_called_repeatedly(cls, kwargs):
 # Bug: AdaShift.init_state -> reduce_block: amax() of a zero-size tensor has no identity
 # (RuntimeError: amax(): Expected reduction dim to be specified for input.numel() == 0; with
 # block="row" on a (3, 0) tensor: IndexError: Expected reduction dim 1 to have non-zero size).
-BUG_ADASHIFT_EMPTY = "bug: AdaShift crashes on zero-size parameters (amax of an empty tensor)"
 
 
 def _zero_size_cases():
@@ -1577,21 +1562,8 @@ def _zero_size_cases():
     for param in CASES:
         cls, kwargs = param.values
         for shape in ((0,), (0, 3), (3, 0)):
-            block = kwargs.get("block", "tensor")
-            broken = cls is AdaShift and (block == "tensor" or (block == "row" and shape == (3, 0)))
-            marks = (
-                [
-                    pytest.mark.xfail(
-                        strict=True, raises=(RuntimeError, IndexError), reason=BUG_ADASHIFT_EMPTY
-                    )
-                ]
-                if broken
-                else []
-            )
             out.append(
-                pytest.param(
-                    cls, kwargs, shape, id=f"{param.id}-{'x'.join(map(str, shape))}", marks=marks
-                )
+                pytest.param(cls, kwargs, shape, id=f"{param.id}-{'x'.join(map(str, shape))}")
             )
     return out
 
@@ -1599,8 +1571,8 @@ def _zero_size_cases():
 @pytest.mark.parametrize(("cls", "kwargs", "shape"), _zero_size_cases())
 def test_zero_size_params(cls, kwargs, shape):
     """Zero-size parameters (torch's foreach/fused tests add one, issue 100701) step without
-    error beside a 0-dim and a regular one, which step as without it. Bug (xfail): AdaShift
-    with block="tensor" (its default), and "row" on a (3, 0) tensor, crash at the first step."""
+    error beside a 0-dim and a regular one, which step as without it (AdaShift with
+    block="tensor", and "row" on a (3, 0) tensor, crashed at the first step before)."""
     empty = torch.zeros(shape, requires_grad=True)
     scalar, vector = torch.randn((), requires_grad=True), torch.randn(4, requires_grad=True)
     twins = [scalar.detach().clone().requires_grad_(), vector.detach().clone().requires_grad_()]
@@ -1691,7 +1663,7 @@ def test_maximize_equals_torch(cls, decoupled):
     ("flag", "message"),
     [
         ("capturable", r"capturable must be False \(CUDA-graph capture is not supported; fused=True is the one-kernel step\), got True"),
-        ("differentiable", r"differentiable must be False \(the step runs under no_grad\), got True"),
+        ("differentiable", r"differentiable must be False \(the step runs under no_grad; to differentiate through the update, write it functionally, e.g. with torch.func\), got True"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize(("cls", "kwargs"), ONE_EACH)

@@ -37,7 +37,12 @@ def reduce_block(block: str, squared: Tensor) -> Tensor:
     """phi: the max of ``squared`` per block, kept broadcastable to the parameter: one value
     per tensor (``"tensor"``), per slice along the first dimension (``"row"``; on a 1-D
     tensor every element is its own slice) or per element (``"element"``)."""
-    if block == "element" or squared.dim() == 0 or (block == "row" and squared.dim() == 1):
+    if (
+        block == "element"
+        or squared.numel() == 0  # nothing to reduce (a zero-size parameter)
+        or squared.dim() == 0
+        or (block == "row" and squared.dim() == 1)
+    ):
         return squared
     if block == "tensor":
         return squared.amax()

@@ -232,7 +232,10 @@ class AdaptiveOptimizer(Optimizer):
             )
         if group["differentiable"] is not False:
             raise _fail(
-                "differentiable", "False (the step runs under no_grad)", group["differentiable"]
+                "differentiable",
+                "False (the step runs under no_grad; to differentiate through the update, "
+                "write it functionally, e.g. with torch.func)",
+                group["differentiable"],
             )
         for param in group.get("params", ()):
             if torch.is_complex(param):
@@ -464,8 +467,39 @@ class AdaptiveOptimizer(Optimizer):
         Hyperparameters come from the saved groups, as in torch; keys the saved groups lack
         (a torch state has no ``bias_correction``) keep this instance's values, and the keys
         that say how to compute (``fused``, ``foreach``, ...) stay as this instance was built
-        (a fused run resumes eagerly and back). Float steps (older torch) become tensors."""
-        saved_groups = state_dict["param_groups"]
+        (a fused run resumes eagerly and back). Float steps (older torch) become tensors.
+        Load hooks see what torch's would: pre-hooks the state dict as given, post-hooks
+        the loaded state."""
+        pre_hooks = self._optimizer_load_state_dict_pre_hooks
+        post_hooks = self._optimizer_load_state_dict_post_hooks
+        state_dict = state_dict.copy()
+        for hook in pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        merged = {**state_dict, "param_groups": self._merge_groups(state_dict["param_groups"])}
+        # torch's loader, without running the hooks a second time
+        self._optimizer_load_state_dict_pre_hooks = type(pre_hooks)()
+        self._optimizer_load_state_dict_post_hooks = type(post_hooks)()
+        try:
+            super().load_state_dict(merged)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = pre_hooks
+            self._optimizer_load_state_dict_post_hooks = post_hooks
+        for group in self.param_groups:
+            self.validate(group)
+        for state in self.state.values():
+            step = state.get("step") if isinstance(state, dict) else None
+            if step is not None and not (
+                isinstance(step, Tensor) and step.device.type == "cpu"
+                and step.dtype == torch.float32
+            ):  # fmt: skip
+                state["step"] = torch.tensor(float(step), dtype=torch.float32)
+        for hook in post_hooks.values():
+            hook(self)
+
+    def _merge_groups(self, saved_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The saved groups with the keys they lack from this instance's, how-keys kept."""
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"loaded state dict has {len(saved_groups)} parameter groups, "
@@ -487,16 +521,7 @@ class AdaptiveOptimizer(Optimizer):
             if "amsgrad" in own:
                 group["amsgrad"] = own["amsgrad"]
             merged.append(group)
-        super().load_state_dict({**state_dict, "param_groups": merged})
-        for group in self.param_groups:
-            self.validate(group)
-        for state in self.state.values():
-            step = state.get("step")
-            if step is not None and not (
-                isinstance(step, Tensor) and step.device.type == "cpu"
-                and step.dtype == torch.float32
-            ):  # fmt: skip
-                state["step"] = torch.tensor(float(step), dtype=torch.float32)
+        return merged
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickling and deepcopy keep the public attributes (torch's keep only three)."""
