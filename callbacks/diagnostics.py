@@ -143,6 +143,8 @@ class OptimizerDiagnostics(pl.Callback):
         raise NonFiniteError(nonfinite_message(bad, trainer.global_step, saved))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for probe in self._probes:  # a run shorter than the cadence still logs its end
+            probe.log_final()
         self._detach()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -105,6 +105,20 @@ class OptimizerProbe:
         else:
             self._prev = None
 
+    def log_final(self) -> None:
+        """Log the last step if it was not a logging step (a run shorter than the cadence
+        logs its end too). No Gamma (no step before it was kept) and no replica check (its
+        collective would wait for ranks that do not call this)."""
+        if self.on_metrics is None or self.step == 0 or self.step % self.log_every == 0:
+            return
+        all_reduce, self.replica_all_reduce_max = self.replica_all_reduce_max, None
+        self._prev = None
+        try:
+            with torch.no_grad():
+                self._observe(log=True, hist=False, keep=False)
+        finally:
+            self.replica_all_reduce_max = all_reduce
+
     def _params(self) -> list[Tensor]:
         state = self.optimizer.state
         return [p for g in self.optimizer.param_groups for p in g["params"] if state.get(p)]

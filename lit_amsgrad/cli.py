@@ -197,10 +197,18 @@ class AMSGradCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.set_defaults({"trainer.logger": {"class_path": DEFAULT_LOGGER}})
+        parser.add_argument(
+            "--diag_every",
+            type=int | None,
+            default=None,
+            help="log the optimizer diagnostics every N optimizer steps (sets "
+            "log_every_n_steps of every OptimizerDiagnostics callback of the config)",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config["trainer"]
+        set_diagnostics_cadence(trainer, config.get("diag_every"))
         ckpt_path = config.get("ckpt_path")
         resumed_run = None
         if (
@@ -347,6 +355,23 @@ def find_previous_checkpoint(run_name: str, which: str) -> tuple[Path, Path]:
         f"{'last.ckpt' if which == 'last' else 'best checkpoint (ModelCheckpoint with save_last)'}"
         "; pass the checkpoint file's path instead"
     )
+
+
+def set_diagnostics_cadence(trainer: Any, every: int | None) -> None:
+    """``--diag_every N``: log_every_n_steps of every OptimizerDiagnostics in the config
+    (``--trainer.callbacks.log_every_n_steps`` would land on the config's last callback)."""
+    if every is None:
+        return
+    if isinstance(every, bool) or every < 1:
+        raise ConfigError(f"--diag_every must be an integer >= 1, got {every!r}")
+    callbacks = trainer.get("callbacks") or []
+    found = False
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if getattr(callback, "class_path", None) == "callbacks.OptimizerDiagnostics":
+            callback.init_args.log_every_n_steps = every
+            found = True
+    if not found:
+        raise ConfigError("--diag_every: this config has no callbacks.OptimizerDiagnostics")
 
 
 def check_resume_settings(path: str, config: Any, sections: tuple[str, ...]) -> None:

@@ -5,6 +5,7 @@ last`` skips a corrupt newest file, W&B records a failed run as failed."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +124,37 @@ def test_wandb_records_a_failed_run_as_failed(workdir, monkeypatch):
         )
     main(["fit", *args, "--trainer.max_steps=2"])
     assert codes == [1, 0]
+
+
+def _diag_steps(run_root: Path) -> list[int]:
+    import csv
+
+    (metrics,) = run_root.rglob("metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    return sorted({int(r["step"]) for r in rows if r.get("diag/eff_lr/max")})
+
+
+def test_diag_every_sets_the_cadence_and_a_short_run_logs_its_last_step(workdir):
+    """--diag_every is the one flag for the diagnostics' cadence (the README's
+    --trainer.callbacks.log_every_n_steps landed on the config's last callback, a
+    ModelCheckpoint, and failed); a run that ends between logging steps logs its end."""
+    root = workdir / "cadence"
+    args = [a for a in LOGREG if a != "--trainer.logger=false"]
+    cli = main(["fit", *args, "--diag_every=5", "--trainer.max_steps=12", "--trainer.max_epochs=-1",
+                f"--trainer.default_root_dir={root}",
+                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                f"--trainer.logger.save_dir={root}"])  # fmt: skip
+    (diagnostics,) = [
+        c for c in cli.trainer.callbacks if type(c).__name__ == "OptimizerDiagnostics"
+    ]
+    assert diagnostics.log_every_n_steps == 5
+    assert _diag_steps(root) == [5, 10, 12]
+    (saved,) = root.rglob("config.yaml")
+    assert "diag_every: 5" in saved.read_text()
+
+
+def test_diag_every_without_diagnostics_is_refused(workdir):
+    with pytest.raises(
+        ConfigError, match="--diag_every: this config has no callbacks.OptimizerDiagnostics"
+    ):
+        main(["fit", *LOGREG, "--diag_every=5", "--trainer.callbacks=[]", "--trainer.max_steps=1"])
