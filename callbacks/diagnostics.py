@@ -25,6 +25,8 @@ from callbacks.nonfinite import (
     LAST_GOOD,
     NonFiniteError,
     find_nonfinite,
+    gradients_look_finite,
+    late_nonfinite_message,
     nonfinite_message,
     watched_tensors,
 )
@@ -42,10 +44,14 @@ class OptimizerDiagnostics(pl.Callback):
     (``check_replicas`` is the exception: it verifies that premise).
 
     ``diag/nonfinite`` (NaN/inf entries over parameters, gradients and optimizer state) rides
-    in each logging step's one transfer. ``on_nonfinite="stop"`` also checks every step, on
-    every rank, after backward and before the update: one max-abs pass over parameters,
-    gradients and state (5x the parameters' bytes for AMSGrad) and one host sync per step,
-    which stalls a GPU's queue once a step. On a non-finite gradient it saves
+    in each logging step's one transfer. ``on_nonfinite="stop"`` (the shipped configs') also
+    checks every step, on every rank, after backward and before the update: the sum of each
+    gradient (one reduction per tensor and one host sync per step; 0.03% of a CIFARNET step
+    on CPU) and, only when one of those is not finite, a precise pass over parameters,
+    gradients and state that names the offenders. Parameters made non-finite by an update
+    show in the next step's gradients; state that turns non-finite while the gradients stay
+    finite is found at the next logging step (a precise pass over parameters and state on
+    every rank, 1/log_every_n_steps of the old per-step cost). On a non-finite gradient it saves
     ``<default_root_dir>/checkpoints/last-good.ckpt`` (the state before this step; every rank
     saves, as saving is collective) and raises ``NonFiniteError``; parameters or state that an
     update itself made non-finite are caught one step later, with no last-good checkpoint (and
@@ -83,9 +89,11 @@ class OptimizerDiagnostics(pl.Callback):
         self.histogram_every_n_steps = histogram_every_n_steps
         self.per_parameter = per_parameter
         self._probes: list[OptimizerProbe] = []
+        self._checked_at = 0  # global step of the last logging-step check of the state
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._detach()
+        self._checked_at = trainer.global_step
         self._names = names = {id(p): name for name, p in pl_module.named_parameters()}
         # the same decision on every rank: the replica check's collective needs them all
         if not trainer.loggers or not (trainer.is_global_zero or self.check_replicas):
@@ -132,6 +140,8 @@ class OptimizerDiagnostics(pl.Callback):
         optimizer = getattr(optimizer, "_optimizer", optimizer)
         # fp16 AMP: inf gradients are how GradScaler finds its scale; it skips those steps
         grads = getattr(trainer.precision_plugin, "scaler", None) is None
+        if grads and gradients_look_finite(optimizer):  # the cheap screen, every step
+            return
         bad = find_nonfinite(watched_tensors(optimizer, self._names, grads=grads))
         if not bad:
             return
@@ -141,6 +151,21 @@ class OptimizerDiagnostics(pl.Callback):
             trainer.save_checkpoint(path)  # every rank runs this hook: no collective deadlock
             saved = str(path)
         raise NonFiniteError(nonfinite_message(bad, trainer.global_step, saved))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        """``on_nonfinite="stop"``, at each logging step on every rank: parameters and state
+        that an update made non-finite while the gradients stayed finite."""
+        if self.on_nonfinite != "stop":
+            return
+        step = trainer.global_step
+        if step // self.log_every_n_steps == self._checked_at // self.log_every_n_steps:
+            return
+        for optimizer in trainer.optimizers:
+            optimizer = getattr(optimizer, "_optimizer", optimizer)
+            bad = find_nonfinite(watched_tensors(optimizer, self._names, grads=False))
+            if bad:
+                raise NonFiniteError(late_nonfinite_message(bad, step, self._checked_at))
+        self._checked_at = step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for probe in self._probes:  # a run shorter than the cadence still logs its end

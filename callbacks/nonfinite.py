@@ -51,6 +51,26 @@ def watched_tensors(
     return [(n, w, t) for n, w, t in out if t.numel() > 0]
 
 
+def gradients_look_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """The per-step screen of ``on_nonfinite="stop"``: the sum of each gradient is finite.
+
+    A sum is NaN or inf when any entry is (or, harmlessly, when finite entries overflow: the
+    precise check that follows then finds nothing). One reduction per tensor and one host
+    read: 14 / 54 / 212 us per step for logreg / MLP / CIFARNET on a 2-core CPU, where a max-abs
+    pass over parameters, gradients and state took 0.19 / 1.8 / 40 ms (README, Diagnostics).
+    """
+    sums = [
+        p.grad.sum()
+        for group in optimizer.param_groups
+        for p in group["params"]
+        if p.grad is not None and not p.grad.is_sparse and p.grad.numel() > 0
+    ]
+    if not sums:
+        return True
+    dev = sums[0].device
+    return bool(torch.isfinite(torch.stack([s.to(dev, torch.float32) for s in sums])).all())
+
+
 def nonfinite_flags(tensors: list[Tensor]) -> Tensor:
     """One bool per tensor, True where an entry is NaN or inf, on the first tensor's device.
 
@@ -76,6 +96,19 @@ def find_nonfinite(watched: Watched) -> list[tuple[str, str]]:
     with torch.no_grad():
         flags = nonfinite_flags([t for _, _, t in watched]).cpu().tolist()
     return [(name, what) for (name, what, _), bad in zip(watched, flags, strict=True) if bad]
+
+
+def late_nonfinite_message(bad: list[tuple[str, str]], global_step: int, checked: int) -> str:
+    """One line for what the logging-step check finds: state that an update made non-finite
+    while the gradients stayed finite (a loss whose gradient does not depend on the state)."""
+    items = [f"{what} of {name!r}" for name, what in bad[:MAX_NAMED]]
+    if len(bad) > MAX_NAMED:
+        items.append(f"and {len(bad) - MAX_NAMED} more")
+    return (
+        f"non-finite values (NaN/inf) after optimizer step {global_step}: {', '.join(items)}; "
+        f"an update after step {checked} (the previous check) made them so: resume from a "
+        f"checkpoint saved at step {checked} or earlier"
+    )
 
 
 def nonfinite_message(bad: list[tuple[str, str]], global_step: int, saved: str | None) -> str:

@@ -60,7 +60,7 @@ CASES = {
     ),
     "a run that turns non-finite, with on_nonfinite=stop": (
         [*SYNTH, "--model.init_args.big=3e38", "--trainer.callbacks.on_nonfinite=stop"],
-        "non-finite values (NaN/inf) before optimizer step 2: optimizer state 'exp_avg_sq' of 'x'",
+        "non-finite values (NaN/inf) after optimizer step 1000: optimizer state 'exp_avg_sq' of 'x'",
         None,
     ),
     "missing checkpoint": ([*SYNTH, "--ckpt_path", "gone.ckpt"], "gone.ckpt: no such file", None),
@@ -71,7 +71,7 @@ CASES = {
     ),
     "top-level optimizer flag": (
         [*SYNTH, "--optimizer=torch.optim.SGD", "--optimizer.lr=0.1"],
-        "optimizer",
+        "unrecognized arguments: --optimizer=torch.optim.SGD",
         None,
     ),
     "checkpoint of another model": (
