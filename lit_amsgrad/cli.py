@@ -232,6 +232,8 @@ class AMSGradCLI(LightningCLI):
                 trainer["default_root_dir"] = str(resumed_run)  # resume where it stopped
             else:
                 trainer["default_root_dir"] = str(new_run_dir(self.run_name))
+        if self.subcommand == "fit":
+            lock_run_dir(Path(trainer["default_root_dir"]))
         logger = trainer.get("logger")
         init_args = logger.get("init_args") if _is_run_logger(logger) else None
         if init_args is not None:
@@ -311,12 +313,53 @@ def new_run_dir(run_name: str) -> Path:
     if inherited and is_ddp_child and parent_pid == str(os.getppid()):
         return Path(inherited)
     base = DEFAULT_RUNS_DIR / run_name / time.strftime("%Y%m%d-%H%M%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
     run_dir, suffix = base, 1
-    while run_dir.exists():
-        run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
-    run_dir.mkdir(parents=True)
+    while True:  # mkdir is the atomic test: two starts in one second get two folders
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
     os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
     return run_dir
+
+
+#: the open lock file of the run folder this process writes into (released when it ends)
+_RUN_LOCK: list[Any] = []
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Refuse a second process writing into the same run folder (two resumes of one run).
+
+    An advisory ``flock`` on ``<run>/.lock``, held until this process ends or ``main``
+    returns; DDP ranks other than the launching one do not take it."""
+    import fcntl
+
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(
+            f"run folder {run_dir} is in use by {owner}: wait for it to end, or fit into a "
+            "new folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()}")
+    handle.flush()
+    _RUN_LOCK.append(handle)
+
+
+def release_run_lock() -> None:
+    while _RUN_LOCK:
+        _RUN_LOCK.pop().close()
 
 
 def find_previous_checkpoint(run_name: str, which: str) -> tuple[Path, Path]:
@@ -462,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
     try:
         return _run_cli(resolved, from_command_line)
     finally:
+        release_run_lock()
         if os.environ.get(RUN_DIR_ENV, "").startswith(f"{os.getpid()}:"):
             del os.environ[RUN_DIR_ENV]  # this run's folder is not for later runs
 

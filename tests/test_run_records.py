@@ -158,3 +158,51 @@ def test_diag_every_without_diagnostics_is_refused(workdir):
         ConfigError, match="--diag_every: this config has no callbacks.OptimizerDiagnostics"
     ):
         main(["fit", *LOGREG, "--diag_every=5", "--trainer.callbacks=[]", "--trainer.max_steps=1"])
+
+
+STARTER = """
+import sys, time
+from lit_amsgrad.cli import new_run_dir
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+print(new_run_dir("race"))
+"""
+
+
+def test_simultaneous_starts_get_distinct_folders(tmp_path):
+    """Before: exists() then mkdir raced, FileExistsError in 2 of 20 simultaneous starts."""
+    import subprocess
+    import time
+
+    start = time.time() + 4  # after every interpreter has imported
+    procs = [
+        subprocess.Popen([sys.executable, "-c", STARTER, str(start)], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]  # fmt: skip
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-500:] for _, err in results]
+    folders = [out.strip() for out, _ in results]
+    assert len(set(folders)) == 8
+
+
+def test_a_second_process_writing_into_a_running_run_is_refused(workdir):
+    import subprocess
+
+    _fit()
+    (run,) = (workdir / "runs" / "mnist_logreg_amsgrad").iterdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from lit_amsgrad.cli import lock_run_dir\nfrom pathlib import Path\n"
+         f"lock_run_dir(Path({str(run)!r})); print('locked', flush=True)\nimport time; time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(
+            ConfigError,
+            match=rf"run folder {run.relative_to(workdir)} is in use by process {holder.pid}",
+        ):
+            _fit("--ckpt_path", "last", "--trainer.max_steps=6")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _fit("--ckpt_path", "last", "--trainer.max_steps=6").trainer.global_step == 6
