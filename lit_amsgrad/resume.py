@@ -76,15 +76,52 @@ def settings_differences(
         if "class_path" not in saved:
             now = {"init_args": now.get("init_args", {})}
         old, new = _flatten(saved, section, {}), _flatten(now, section, {})
-        for key in sorted(set(old) | set(new)):
-            if key.rsplit(".", 1)[-1] in HOW_KEYS:
-                continue
-            if key in old and key in new and old[key] == new[key]:
-                continue
-            before = repr(old[key]) if key in old else "(not set)"
-            after = repr(new[key]) if key in new else "(not set)"
-            differences.append(f"{key}: {before} in the checkpoint, {after} now")
-    return differences
+        differences += _compare(old, new)
+    if "model" in sections:
+        differences += _optimizer_differences(checkpoint, config)
+    return list(dict.fromkeys(differences))  # the lr of hparams and of the state: once
+
+
+def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Differences on the keys the checkpoint recorded (a module may not save every
+    argument, e.g. the synthetic task's optimizer; those are compared through its state)."""
+    out = []
+    for key in sorted(old):
+        if key.rsplit(".", 1)[-1] in HOW_KEYS:
+            continue
+        if key in new and _same(old[key], new[key]):
+            continue
+        after = repr(new[key]) if key in new else "(not set)"
+        out.append(f"{key}: {old[key]!r} in the checkpoint, {after} now")
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _optimizer_differences(checkpoint: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    """The optimizer's hyperparameters as its saved param groups hold them (``initial_lr``
+    where a scheduler moved ``lr``) against the optimizer config's ``init_args``."""
+    states = checkpoint.get("optimizer_states") or []
+    spec = _plain((_plain(config.get("model")) or {}).get("init_args", {}).get("optimizer"))
+    if not states or not isinstance(spec, Mapping) or "init_args" not in spec:
+        return []
+    groups = states[0].get("param_groups") or []
+    if not groups:
+        return []
+    group = dict(groups[0])
+    if "initial_lr" in group:
+        group["lr"] = group["initial_lr"]
+    prefix = "model.init_args.optimizer.init_args"
+    old = {
+        f"{prefix}.{k}": _plain(v)
+        for k, v in group.items()
+        if k in spec["init_args"] and k not in HOW_KEYS
+    }
+    return _compare(old, _flatten(spec["init_args"], prefix, {}))
 
 
 def refuse_changed_settings(

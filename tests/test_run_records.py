@@ -206,3 +206,17 @@ def test_a_second_process_writing_into_a_running_run_is_refused(workdir):
         holder.kill()
         holder.wait()
     assert _fit("--ckpt_path", "last", "--trainer.max_steps=6").trainer.global_step == 6
+
+
+def test_a_synthetic_resume_with_another_lr_is_refused_through_the_optimizer_state(workdir):
+    """The synthetic task does not save its optimizer in its hyperparameters: the saved
+    param groups say what trained."""
+    args = ["--config", "synthetic_online_amsgrad.yaml", "--data.num_rounds=3000",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_checkpointing=true", "--trainer.max_steps=1000"]  # fmt: skip
+    main(["fit", *args, "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+          "--trainer.callbacks.save_last=true"])  # fmt: skip
+    with pytest.raises(
+        ChangedSettingsError, match=r"optimizer.init_args.lr: 0.5 in the checkpoint, 0.25 now"
+    ):
+        main(["fit", *args, "--ckpt_path", "last", "--model.init_args.optimizer.init_args.lr=0.25"])
