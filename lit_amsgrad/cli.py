@@ -157,8 +157,34 @@ def _map_config_args(argv: Sequence[str], fn: Callable[[str], list[str]]) -> lis
 
 def resolve_config_args(argv: Sequence[str]) -> list[str]:
     """Rewrite every config argument so that its values are paths (a composite name becomes
-    one ``--config`` per fragment)."""
-    return _map_config_args(argv, resolve_config)
+    one ``--config`` per fragment), each checked to be YAML that parses."""
+
+    def resolve_and_check(name: str) -> list[str]:
+        paths = resolve_config(name)
+        for path in paths:
+            check_yaml(path)
+        return paths
+
+    return _map_config_args(argv, resolve_and_check)
+
+
+def check_yaml(path: str) -> None:
+    """A config file that is not valid YAML, named with the line and the reason (jsonargparse
+    says only 'in "<unicode string>", line 4, column 1')."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return  # not a file (a YAML string given to --config): LightningCLI parses it
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        hint = " (indent YAML with spaces, not tabs)" if "\t" in text else ""
+        raise ConfigError(f"config {path} is not valid YAML{where}: {problem}{hint}") from None
 
 
 def _config_stem(argv: Sequence[str]) -> str:
@@ -294,10 +320,19 @@ RUN_DIR_ENV = "LIT_AMSGRAD_RUN_DIR"
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message is the whole story: printed as one line, no traceback."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     from callbacks import NonFiniteError
     from datamodules.vision import DatasetNotFoundError
 
-    return (CheckpointNotFoundError, DatasetNotFoundError, ConfigError, NonFiniteError)
+    # Lightning's MisconfigurationException is its bad-input error: its message says it all
+    return (
+        CheckpointNotFoundError,
+        DatasetNotFoundError,
+        ConfigError,
+        NonFiniteError,
+        MisconfigurationException,
+    )
 
 
 def new_run_dir(run_name: str) -> Path:
@@ -499,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
     from_command_line = argv is None
     try:
         resolved = resolve_config_args(sys.argv[1:] if argv is None else argv)
-    except ConfigNotFoundError as err:
+    except (ConfigNotFoundError, ConfigError) as err:
+        if argv is not None and isinstance(err, ConfigError):
+            raise
         sys.exit(f"error: {err}")
     os.environ.setdefault("WANDB_SILENT", "true")
     try:

@@ -33,4 +33,7 @@ def condense_parse_error(message: str) -> str:
         if "not accepted" in line or "must be" in line or "no attribute" in line:
             reason = line
             break
+    # jsonargparse's wrapping of a class_path's error: the type, the value it got
+    reason = re.sub(r"^Type .*? expects a function or a callable class: ", "", reason)
+    reason = re.sub(r"\s*Got value: Namespace\(.*$", "", reason)
     return f"{key.group(1)}: {reason}" if key else reason

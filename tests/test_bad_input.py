@@ -69,6 +69,26 @@ CASES = {
         "corrupt.ckpt is not a whole checkpoint (23 bytes",
         _write_corrupt,
     ),
+    "negative max_epochs": (
+        [*SYNTH, "--trainer.max_epochs=-5"],
+        "`max_epochs` must be a non-negative integer or -1. You passed in -5.",
+        None,
+    ),
+    "a misspelt optimizer argument": (
+        [*SYNTH, "--model.init_args.optimizer.init_args.beta=0.5"],
+        "model: Option 'beta' is not accepted.",
+        None,
+    ),
+    "a string lr": (
+        [*SYNTH, "--model.init_args.optimizer.init_args.lr=fast"],
+        "Expected a <class 'float'>. Got value: fast.",
+        None,
+    ),
+    "a tab in a YAML config": (
+        [*SYNTH, "--config", "tab.yaml"],
+        "config tab.yaml is not valid YAML at line 2, column 1: found character '\\t' that cannot start any token (indent YAML with spaces, not tabs)",
+        lambda root: (root / "tab.yaml").write_text("trainer:\n\tmax_epochs: 2\n"),
+    ),
     "top-level optimizer flag": (
         [*SYNTH, "--optimizer=torch.optim.SGD", "--optimizer.lr=0.1"],
         "unrecognized arguments: --optimizer=torch.optim.SGD",
