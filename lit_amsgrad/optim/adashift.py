@@ -114,13 +114,7 @@ class AdaShift(AdaptiveOptimizer):
     ) -> dict[str, Tensor]:
         """The moments, and the window slot of g_{t-n} (and of its phi(g^2)) as views: the
         slot step t reads and then overwrites with g_t."""
-        queue_slots, sq_slots = self._window_slots(group, param, state)
-        slot = (t - 1) % group["n"]
-        tensors = {key: state[key] for key in ("exp_avg", "exp_avg_sq", "active", "beta2_power")}
-        tensors["shifted"] = queue_slots[slot]
-        if sq_slots is not None:
-            tensors["shifted_sq"] = sq_slots[slot]
-        return tensors
+        return self._window_slots(group, param, state)[(t - 1) % group["n"]]
 
     def update_moments(self, grad: Tensor, state: dict[str, Tensor], s: StepScalars) -> None:
         shifted = state["shifted"]
@@ -153,24 +147,34 @@ class AdaShift(AdaptiveOptimizer):
             v = v / (1 - state["beta2_power"]).clamp_min(1e-8)
         return v, None
 
+    _STEP_KEYS = ("exp_avg", "exp_avg_sq", "active", "beta2_power", "grad_queue")
+
     def _window_slots(
         self, group: dict[str, Any], param: Tensor, state: dict
-    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...] | None]:
-        """The slots of ``grad_queue`` and ``grad_queue_sq_max`` as views, built once per
-        window: indexing 2 x 60 tensors anew every step would cost about 100 us of host time."""
+    ) -> list[dict[str, Tensor]]:
+        """For each slot of the window, the tensors a step at that slot reads and writes
+        (the slots as views), built once per window: building them anew for 60 tensors every
+        step costs about 100 us of host time. Rebuilt when a state tensor is replaced."""
         # made here, not in __init__: pickling and deepcopy keep only the state
         cache = self.__dict__.setdefault("_window_cache", {})
         entry = cache.get(id(state))
-        if (
-            entry is None
-            or entry[0] is not state["grad_queue"]
-            or entry[1] is not state.get("grad_queue_sq_max")
+        if entry is None or any(
+            entry[0].get(key) is not state.get(key)
+            for key in (*self._STEP_KEYS, "grad_queue_sq_max")
         ):
             self._upgrade(group, param, state)
-            queue, sq_max = state["grad_queue"], state.get("grad_queue_sq_max")
-            slots = sq_max.unbind(0) if sq_max is not None else None
-            entry = cache[id(state)] = (queue, sq_max, queue.unbind(0), slots)
-        return entry[2], entry[3]
+            sq_max = state.get("grad_queue_sq_max")
+            sq_slots = sq_max.unbind(0) if sq_max is not None else None
+            moments = {key: state[key] for key in self._STEP_KEYS[:4]}
+            slots = []
+            for i, shifted in enumerate(state["grad_queue"].unbind(0)):
+                tensors = {**moments, "shifted": shifted}
+                if sq_slots is not None:
+                    tensors["shifted_sq"] = sq_slots[i]
+                slots.append(tensors)
+            held = {key: state.get(key) for key in (*self._STEP_KEYS, "grad_queue_sq_max")}
+            entry = cache[id(state)] = (held, slots)
+        return entry[1]
 
     def _upgrade(self, group: dict[str, Any], param: Tensor, state: dict) -> None:
         """States saved by earlier versions: phi(g^2) per slot rebuilt from the window, the

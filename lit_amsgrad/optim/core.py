@@ -367,7 +367,7 @@ class AdaptiveOptimizer(Optimizer):
         """The group's step in compiled kernels: one per device, dtype and step t."""
         for device, t, ps, gs, sts in self._fused_buckets(params, grads, states):
             s = self.scalars_at(group, t)
-            names = s.runtime_names()
+            structure, names = s.split()
             values = fused_kernels.pack([s[name] for name in names], ps[0])
             in_kernel = fused_kernels.counts_steps_in_kernel(device)
             steps = [state["step"] for state in sts]
@@ -377,12 +377,9 @@ class AdaptiveOptimizer(Optimizer):
                 self.tensors_for_step(group, p, st, t) for p, st in zip(ps, sts, strict=True)
             ]
             self.compile_seconds += fused_kernels.run(
-                self._structure(s), self._fused_body(s), ps, gs, tensors,
-                steps if in_kernel else [], values,
+                (type(self).__qualname__, type(self), structure), lambda s=s: self._fused_body(s),
+                ps, gs, tensors, steps if in_kernel else [], values,
             )  # fmt: skip
-
-    def _structure(self, s: StepScalars) -> tuple:
-        return (type(self).__qualname__, type(self), s.structure())
 
     def _fused_body(self, s: StepScalars) -> fused_kernels.Body:
         def body(params, grads, states, steps, values):

@@ -121,7 +121,7 @@ def flatten(
 
 def run(
     structure: tuple,
-    body: Body,
+    make_body: Callable[[], Body],
     params: list[Tensor],
     grads: list[Tensor],
     states: list[dict[str, Tensor]],
@@ -129,7 +129,8 @@ def run(
     scalars: Tensor,
 ) -> float:
     """Runs the compiled step of this structure; compiles it first if this signature is new.
-    Returns the seconds spent compiling.
+    Returns the seconds spent compiling; ``make_body()`` gives the traced step, called only
+    then.
 
     The kernel is found by the identity of the parameters, without reading the layout of
     every input each step. The compiled code checks sizes and strides on entry, before it
@@ -153,7 +154,7 @@ def run(
     compiled = _KERNELS.get(key)
     if compiled is None:
         start = time.perf_counter()
-        graph, fakes = trace(body, params, grads, states, steps, scalars)
+        graph, fakes = trace(make_body(), params, grads, states, steps, scalars)
         compiled = _KERNELS[key] = torch._inductor.compile(graph, fakes, options=inductor_options())
         seconds = COMPILE_SECONDS[key] = time.perf_counter() - start
         log.info(

@@ -37,15 +37,28 @@ class StepScalars(dict):
         except KeyError:
             raise AttributeError(f"step scalars have no {name!r} (has: {sorted(self)})") from None
 
+    def split(self) -> tuple[tuple, tuple[str, ...]]:
+        """(structure, runtime names) in one pass, as the fused step needs them every step.
+
+        The structure is what a compiled kernel bakes in (the names of the numbers and every
+        other value); the runtime names, sorted, say which element of the scalars tensor
+        holds which number."""
+        structure, names = [], []
+        for name in sorted(self):
+            value = self[name]
+            kind = type(value)
+            if kind is float or kind is int or (kind is not bool and is_runtime_value(value)):
+                structure.append((name, "<number>"))
+                names.append(name)
+            else:
+                structure.append((name, value))
+        return tuple(structure), tuple(names)
+
     def structure(self) -> tuple:
-        """What a compiled kernel bakes in: the names of the numbers and every other value."""
-        return tuple(
-            (name, "<number>" if is_runtime_value(value) else value)
-            for name, value in sorted(self.items())
-        )
+        return self.split()[0]
 
     def runtime_names(self) -> tuple[str, ...]:
-        return tuple(sorted(name for name, value in self.items() if is_runtime_value(value)))
+        return self.split()[1]
 
     @classmethod
     def traced(cls, scalars: Mapping[str, Any], values: Tensor) -> StepScalars:
