@@ -452,21 +452,26 @@ def set_diagnostics_cadence(trainer: Any, every: int | None) -> None:
         raise ConfigError("--diag_every: this config has no callbacks.OptimizerDiagnostics")
 
 
-def check_resume_settings(path: str, config: Any, sections: tuple[str, ...]) -> None:
-    """One line instead of a silent mix: the file is whole, and it trained these settings."""
+def load_lightning_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint at ``path`` (memory-mapped), or one line saying why it is not one."""
     import torch
 
-    verify_checkpoint(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # a foreign file fails in many ways
+    except Exception as err:  # a truncated or foreign file fails in many ways
         raise CheckpointMismatchError(
             f"--ckpt_path {path} is not a readable checkpoint ({type(err).__name__}); "
             "pass a .ckpt file saved by this project"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointMismatchError(f"--ckpt_path {path} is not a Lightning checkpoint")
-    refuse_changed_settings(path, checkpoint, config, sections)
+    return checkpoint
+
+
+def check_resume_settings(path: str, config: Any, sections: tuple[str, ...]) -> None:
+    """One line instead of a silent mix: the file is whole, and it trained these settings."""
+    verify_checkpoint(path)
+    refuse_changed_settings(path, load_lightning_checkpoint(path), config, sections)
 
 
 def refuse_fresh_fit_over_a_run(root: Path) -> None:
@@ -482,17 +487,7 @@ def refuse_fresh_fit_over_a_run(root: Path) -> None:
 
 def check_checkpoint_fits(path: str, model: LightningModule) -> None:
     """Fail in one line before training when ``path`` cannot be loaded into ``model``."""
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # a truncated or foreign file fails in many ways
-        raise CheckpointMismatchError(
-            f"--ckpt_path {path} is not a readable checkpoint ({type(err).__name__}); "
-            "pass a .ckpt file saved by this project"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointMismatchError(f"--ckpt_path {path} is not a Lightning checkpoint")
+    checkpoint = load_lightning_checkpoint(path)
     saved = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if saved != wanted:
