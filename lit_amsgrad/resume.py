@@ -106,7 +106,7 @@ def _optimizer_differences(checkpoint: Mapping[str, Any], config: Mapping[str, A
     """The optimizer's hyperparameters as its saved param groups hold them (``initial_lr``
     where a scheduler moved ``lr``) against the optimizer config's ``init_args``."""
     states = checkpoint.get("optimizer_states") or []
-    spec = _plain((_plain(config.get("model")) or {}).get("init_args", {}).get("optimizer"))
+    spec = (_plain(config.get("model")) or {}).get("init_args", {}).get("optimizer")
     if not states or not isinstance(spec, Mapping) or "init_args" not in spec:
         return []
     groups = states[0].get("param_groups") or []

@@ -367,8 +367,7 @@ class AdaptiveOptimizer(Optimizer):
         """The group's step in compiled kernels: one per device, dtype and step t."""
         for device, t, ps, gs, sts in self._fused_buckets(params, grads, states):
             s = self.scalars_at(group, t)
-            structure, names = s.split()
-            values = fused_kernels.pack([s[name] for name in names], ps[0])
+            structure, values = s.packed(ps[0])
             in_kernel = fused_kernels.counts_steps_in_kernel(device)
             steps = [state["step"] for state in sts]
             if not in_kernel:
@@ -401,7 +400,7 @@ class AdaptiveOptimizer(Optimizer):
             state["step"] = torch.tensor(0.0)
             s = self.scalars_at(group, 1)
             tensors = self.tensors_for_step(group, param, state, 1)
-            values = fused_kernels.pack([s[n] for n in s.runtime_names()], param)
+            _, values = s.packed(param)
             try:
                 fused_kernels.trace(
                     self._fused_body(s), [param], [torch.ones(2)], [tensors], [state["step"]],

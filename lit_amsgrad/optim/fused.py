@@ -22,7 +22,6 @@ next process compile faster.
 
 from __future__ import annotations
 
-import array
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -48,17 +47,6 @@ _BY_PARAMS: dict[tuple, Callable[..., None]] = {}
 
 #: body(params, grads, states, steps, scalars): the traced step over lists of tensors
 Body = Callable[[list[Tensor], list[Tensor], list[dict[str, Tensor]], list[Tensor], Tensor], None]
-
-
-def pack(values: Sequence[float], like: Tensor) -> Tensor:
-    """The step's numbers as one tensor on ``like``'s device: float64 for float64 tensors,
-    else float32 (the opmath of bf16/fp16, and what eager uses for float32)."""
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    numbers = [float(v) for v in values]
-    if like.device.type == "cpu":  # a third of torch.tensor's host time, paid every step
-        typecode = "d" if dtype == torch.float64 else "f"
-        return torch.frombuffer(array.array(typecode, numbers), dtype=dtype)
-    return torch.tensor(numbers, dtype=dtype, device=like.device)
 
 
 def counts_steps_in_kernel(device: torch.device) -> bool:
@@ -102,11 +90,6 @@ def flatten(
 ) -> tuple[list[Tensor], Callable[[Sequence[Tensor]], tuple]]:
     """The inputs as one flat list, and the function that rebuilds the arguments from it."""
     names = [tuple(state) for state in states]
-    flat = [*params, *grads]
-    for state in states:
-        flat.extend(state.values())
-    flat.extend(steps)
-    flat.append(scalars)
     n, n_steps = len(params), len(steps)
 
     def unflatten(inputs: Sequence[Tensor]) -> tuple:
@@ -116,7 +99,23 @@ def flatten(
         sts = [{key: next(it) for key in keys} for keys in names]
         return ps, gs, sts, [next(it) for _ in range(n_steps)], next(it)
 
-    return flat, unflatten
+    return flat_inputs(params, grads, states, steps, scalars), unflatten
+
+
+def flat_inputs(
+    params: list[Tensor],
+    grads: list[Tensor],
+    states: list[dict[str, Tensor]],
+    steps: list[Tensor],
+    scalars: Tensor,
+) -> list[Tensor]:
+    """The kernel's inputs in the traced graph's order: what every step builds."""
+    flat = [*params, *grads]
+    for state in states:
+        flat.extend(state.values())
+    flat.extend(steps)
+    flat.append(scalars)
+    return flat
 
 
 def run(
@@ -138,7 +137,7 @@ def run(
     whose ``.data`` was replaced), that check raises and the step looks the kernel up again
     by the full signature.
     """
-    inputs, _ = flatten(params, grads, states, steps, scalars)
+    inputs = flat_inputs(params, grads, states, steps, scalars)
     fast_key = (structure, params[0].device, params[0].dtype, len(steps), *map(id, params))
     compiled = _BY_PARAMS.get(fast_key)
     if compiled is not None:
