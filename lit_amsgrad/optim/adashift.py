@@ -147,7 +147,9 @@ class AdaShift(AdaptiveOptimizer):
             v = v / (1 - state["beta2_power"]).clamp_min(1e-8)
         return v, None
 
-    _STEP_KEYS = ("exp_avg", "exp_avg_sq", "active", "beta2_power", "grad_queue")
+    #: the state every step reads whole, and the state the per-slot views are made from
+    _MOMENT_KEYS = ("exp_avg", "exp_avg_sq", "active", "beta2_power")
+    _HELD_KEYS = (*_MOMENT_KEYS, "grad_queue", "grad_queue_sq_max")
 
     def _window_slots(
         self, group: dict[str, Any], param: Tensor, state: dict
@@ -158,21 +160,18 @@ class AdaShift(AdaptiveOptimizer):
         # made here, not in __init__: pickling and deepcopy keep only the state
         cache = self.__dict__.setdefault("_window_cache", {})
         entry = cache.get(id(state))
-        if entry is None or any(
-            entry[0].get(key) is not state.get(key)
-            for key in (*self._STEP_KEYS, "grad_queue_sq_max")
-        ):
+        if entry is None or any(entry[0].get(key) is not state.get(key) for key in self._HELD_KEYS):
             self._upgrade(group, param, state)
             sq_max = state.get("grad_queue_sq_max")
             sq_slots = sq_max.unbind(0) if sq_max is not None else None
-            moments = {key: state[key] for key in self._STEP_KEYS[:4]}
+            moments = {key: state[key] for key in self._MOMENT_KEYS}
             slots = []
             for i, shifted in enumerate(state["grad_queue"].unbind(0)):
                 tensors = {**moments, "shifted": shifted}
                 if sq_slots is not None:
                     tensors["shifted_sq"] = sq_slots[i]
                 slots.append(tensors)
-            held = {key: state.get(key) for key in (*self._STEP_KEYS, "grad_queue_sq_max")}
+            held = {key: state.get(key) for key in self._HELD_KEYS}
             entry = cache[id(state)] = (held, slots)
         return entry[1]
 
