@@ -149,3 +149,23 @@ def test_a_parameter_listed_twice_steps_as_in_torch():
         ref.step()
     assert torch.equal(p, q)
     assert ours.state[p]["step"].item() == ref.state[q]["step"].item() == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        (dict(), "bias_correction"),  # the paper's mode would run another rule on torch's moments
+        (dict(bias_correction="pytorch", lr_schedule="inv_sqrt"), "lr_schedule"),
+        (dict(bias_correction="pytorch", bounds=(-1.0, 1.0)), "bounds"),
+    ],
+)
+def test_a_torch_state_into_an_optimizer_that_would_run_it_otherwise_is_refused(kwargs, key):
+    """Before: keys torch does not save took this instance's values without a word, so
+    a torch Adam state loaded into AMSGrad() went on in paper mode."""
+    params, _ = _twins()
+    torch_opt = torch.optim.Adam(params, amsgrad=True, **HYPER)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    torch_opt.step()
+    with pytest.raises(ConfigError, match=rf"the state has no '{key}' .*build it with {key}="):
+        AMSGrad(params, **HYPER, **kwargs).load_state_dict(torch_opt.state_dict())

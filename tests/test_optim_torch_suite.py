@@ -50,6 +50,7 @@ from torch.optim.optimizer import (
 
 from lit_amsgrad.errors import ConfigError
 from lit_amsgrad.optim import Adam, AdamNC, AdaShift, AMSGrad, GenericAdam
+from lit_amsgrad.optim.core import TORCH_SEMANTICS
 
 FAMILY = (Adam, AMSGrad, AdamNC, GenericAdam, AdaShift)
 
@@ -1061,11 +1062,14 @@ def _model_step(optimizer, model, inp):
 def test_can_load_older_state_dict(cls, kwargs):
     """A state dict without torch's later flags (foreach, differentiable, fused, maximize,
     capturable), or without any of our keys (a state saved before they existed, or by torch),
-    loads and steps; the missing keys keep this instance's values."""
+    loads and steps; the missing keys keep this instance's values. Where this instance would
+    run the state otherwise than torch's step (another bias correction, lr schedule, beta_1
+    decay, a box), a state without those keys is refused, naming the key."""
     model, inp = _small_model()
     optimizer = cls(model.parameters(), **kwargs)
     for _ in range(3):
         _model_step(optimizer, model, inp)
+    taken = 3
     ours_only = set(optimizer.param_groups[0]) - set(
         torch.optim.Adam([Parameter(torch.zeros(1))]).param_groups[0]
     )
@@ -1075,11 +1079,19 @@ def test_can_load_older_state_dict(cls, kwargs):
             for flag in dropped:
                 group.pop(flag, None)
         before = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+        unlike_torch = [
+            k for k, v in TORCH_SEMANTICS.items() if k in dropped and before.get(k, v) != v
+        ]
+        if unlike_torch:
+            with pytest.raises(ConfigError, match=f"the state has no '{unlike_torch[0]}'"):
+                optimizer.load_state_dict(old)
+            continue
         optimizer.load_state_dict(old)
         after = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
         assert after == before
         _model_step(optimizer, model, inp)
-    assert int(optimizer.state[next(model.parameters())]["step"]) == 5
+        taken += 1
+    assert int(optimizer.state[next(model.parameters())]["step"]) == taken
 
 
 @pytest.mark.parametrize("is_named_optim1", [False, True], ids=["", "named1"])

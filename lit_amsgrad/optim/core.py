@@ -46,6 +46,14 @@ BIAS_CORRECTIONS = ("none", "pytorch", "max_debiased")
 
 #: group keys that say how to compute, not what: kept as this instance was built on load
 HOW_KEYS = ("foreach", "fused", "capturable", "differentiable")
+#: what torch's Adam/AdamW do, for the keys of ours their state dicts lack: a torch state
+#: continues only in an optimizer built this way (anything else would run another rule on it)
+TORCH_SEMANTICS = {
+    "bias_correction": "pytorch",
+    "lr_schedule": "constant",
+    "beta1_decay": 1.0,
+    "bounds": None,
+}
 
 
 def _fail(name: str, allowed: str, value: Any) -> ConfigError:
@@ -495,7 +503,8 @@ class AdaptiveOptimizer(Optimizer):
             hook(self)
 
     def _merge_groups(self, saved_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The saved groups with the keys they lack from this instance's, how-keys kept."""
+        """The saved groups with the keys they lack from this instance's, how-keys kept; a
+        torch state into an optimizer that would run it another way is refused."""
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"loaded state dict has {len(saved_groups)} parameter groups, "
@@ -510,6 +519,14 @@ class AdaptiveOptimizer(Optimizer):
                     f"the state was saved by an optimizer {kind} the running max "
                     f"(amsgrad={saved['amsgrad']}); load it into lit_amsgrad.optim.{use}"
                 )
+            for key, torch_value in TORCH_SEMANTICS.items():
+                if key not in saved and key in own and own[key] != torch_value:
+                    raise ConfigError(
+                        f"the state has no {key!r} (torch.optim.Adam/AdamW saved it), and "
+                        f"torch's step means {key}={torch_value!r}; this optimizer has "
+                        f"{key}={own[key]!r}: build it with {key}={torch_value!r} to continue "
+                        "that trajectory"
+                    )
             group = {k: v for k, v in own.items() if k != "params"}
             group.update({k: v for k, v in saved.items() if k not in HOW_KEYS})
             for key in HOW_KEYS:
