@@ -26,6 +26,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import (
     Callback,
+    ModelCheckpoint,
     ModelSummary,
     ProgressBar,
     RichModelSummary,
@@ -230,6 +231,13 @@ class AMSGradCLI(LightningCLI):
             help="log the optimizer diagnostics every N optimizer steps (sets "
             "log_every_n_steps of every OptimizerDiagnostics callback of the config)",
         )
+        parser.add_argument(
+            "--untrained",
+            type=bool,
+            default=False,
+            help="test/validate/predict the initial weights on purpose (without it, scoring "
+            "without --ckpt_path is refused)",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -247,7 +255,16 @@ class AMSGradCLI(LightningCLI):
             # finds them in the newest earlier run folder of the same config.
             checkpoint, resumed_run = find_previous_checkpoint(self.run_name, ckpt_path)
             config["ckpt_path"] = ckpt_path = str(checkpoint)
+        if config.get("untrained") and (self.subcommand == "fit" or ckpt_path is not None):
+            raise ConfigError("--untrained is for test/validate/predict without --ckpt_path")
+        if ckpt_path is None and self.subcommand != "fit" and not config.get("untrained"):
+            raise ConfigError(
+                f"{self.subcommand} without --ckpt_path would score untrained weights: pass "
+                "--ckpt_path best, last or a .ckpt file (or --untrained to score the initial "
+                "weights on purpose)"
+            )
         if ckpt_path not in (None, "hpc", "registry"):
+            resumed_run = resumed_run or run_of_checkpoint(Path(ckpt_path))
             check_resume_settings(
                 ckpt_path, config, ("model", "data") if self.subcommand == "fit" else ("model",)
             )
@@ -267,9 +284,11 @@ class AMSGradCLI(LightningCLI):
                 init_args["save_dir"] = trainer["default_root_dir"]
             if init_args.get("name") is None:
                 init_args["name"] = self.run_name
-            run_id = wandb_run_id(Path(trainer["default_root_dir"]))
-            if init_args.get("id") is None and run_id and self.subcommand == "fit" and ckpt_path:
-                init_args["id"] = run_id  # a resumed fit continues its W&B run
+            # a resumed fit continues its W&B run; test/validate of a checkpoint log into
+            # the run that trained it (in a folder of their own, keeping its config.yaml)
+            run_id = wandb_run_id(resumed_run) if resumed_run is not None else None
+            if init_args.get("id") is None and run_id:
+                init_args["id"] = run_id
                 init_args["resume"] = "allow"
 
     def _parse_ckpt_path(self) -> None:
@@ -305,8 +324,13 @@ class AMSGradCLI(LightningCLI):
             isinstance(c, ModelSummary) for c in configured
         ):
             callbacks = [*callbacks, RichModelSummary()]
+        dirpath = Path(config["default_root_dir"]) / "checkpoints"
+        for callback in configured:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                # Lightning's default is <logger save_dir>/<name>/<version>/checkpoints:
+                # runs/<config>/<time>/lit_amsgrad/<W&B id>/checkpoints, not the run's own
+                callback.dirpath = str(dirpath.resolve())
         if self.subcommand == "fit" and config.get("enable_checkpointing", True) is not False:
-            dirpath = Path(config["default_root_dir"]) / "checkpoints"
             callbacks = [*callbacks, InterruptionCheckpoint(str(dirpath))]
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -499,6 +523,15 @@ def check_checkpoint_fits(path: str, model: LightningModule) -> None:
             f"{type(model).__name__}: missing {missing[:3]}, unexpected {extra[:3]}, "
             f"other shapes {shapes[:3]}"
         )
+
+
+def run_of_checkpoint(checkpoint: Path) -> Path | None:
+    """The run folder that wrote ``checkpoint`` (``<run>/checkpoints/x.ckpt``), if it is one."""
+    folder = checkpoint.resolve().parent
+    run = folder.parent
+    if folder.name == "checkpoints" and (run / "wandb").is_dir():
+        return run
+    return None
 
 
 def wandb_run_id(run_dir: Path) -> str | None:

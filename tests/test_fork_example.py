@@ -146,7 +146,9 @@ def test_example_trains_through_train_py(example_class, run_dir, fused):
     example = [f"--model.init_args.optimizer.class_path={name}",
                "--model.init_args.optimizer.init_args.max_decay=0.99",
                f"--model.init_args.optimizer.init_args.fused={str(fused).lower()}"]  # fmt: skip
-    before = main(["validate", *common, *example])  # same seed, same initial weights as the fit
+    before = main(
+        ["validate", *common, *example, "--untrained=true"]
+    )  # same seed, same initial weights as the fit
     initial_loss = float(before.trainer.callback_metrics["val/loss"])
     fit = main(["fit", *common, *example, "--trainer.max_steps=40", "--trainer.max_epochs=-1"])
     (optimizer,) = fit.trainer.optimizers

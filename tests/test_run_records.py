@@ -220,3 +220,45 @@ def test_a_synthetic_resume_with_another_lr_is_refused_through_the_optimizer_sta
         ChangedSettingsError, match=r"optimizer.init_args.lr: 0.5 in the checkpoint, 0.25 now"
     ):
         main(["fit", *args, "--ckpt_path", "last", "--model.init_args.optimizer.init_args.lr=0.25"])
+
+
+WITH_WANDB = [a for a in LOGREG if a != "--trainer.logger=false"]
+
+
+def test_every_checkpoint_lands_in_the_run_folder(workdir):
+    """Before: with the W&B logger, ModelCheckpoint wrote into
+    runs/<config>/<time>/lit_amsgrad/<W&B id>/checkpoints/, not the README's
+    runs/<config>/<time>/checkpoints/ (only the interruption checkpoint went there)."""
+    cli = main(["fit", *WITH_WANDB, "--trainer.max_steps=4", "--trainer.max_epochs=-1"])
+    run = Path(cli.trainer.default_root_dir)
+    checkpoints = sorted(p.relative_to(run) for p in run.rglob("*.ckpt"))
+    assert checkpoints, "the fit saved no checkpoint"
+    assert all(p.parent == Path("checkpoints") for p in checkpoints), checkpoints
+
+
+@pytest.mark.parametrize("subcommand", ["test", "validate"])
+def test_scoring_without_a_checkpoint_is_refused(workdir, subcommand):
+    """Before: `test` without --ckpt_path scored the untrained weights (test/acc 0.109)."""
+    with pytest.raises(
+        ConfigError, match=f"{subcommand} without --ckpt_path would score untrained"
+    ):
+        main([subcommand, *LOGREG])
+    scored = main([subcommand, *LOGREG, "--untrained=true"])  # on purpose: allowed
+    assert scored.trainer.global_step == 0
+    with pytest.raises(ConfigError, match="--untrained is for test/validate/predict without"):
+        main(["fit", *LOGREG, "--untrained=true"])
+
+
+def test_testing_a_checkpoint_logs_into_the_run_that_trained_it(workdir):
+    """Before: `test --ckpt_path best` opened a new W&B run, so test/acc was not beside the
+    run's training curves."""
+    from lit_amsgrad.cli import wandb_run_id
+
+    fit = main(["fit", *WITH_WANDB, "--trainer.max_epochs=1"])  # validates: a best exists
+    fit_run = Path(fit.trainer.default_root_dir)
+    tested = main(["test", *WITH_WANDB, "--ckpt_path", "best"])
+    assert Path(tested.trainer.default_root_dir) != fit_run  # its own folder and config.yaml
+    assert tested.trainer.logger.version == wandb_run_id(fit_run) == fit.trainer.logger.version
+    (explicit,) = fit_run.glob("checkpoints/last.ckpt")
+    again = main(["test", *WITH_WANDB, "--ckpt_path", str(explicit)])
+    assert again.trainer.logger.version == fit.trainer.logger.version
