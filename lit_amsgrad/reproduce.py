@@ -241,7 +241,9 @@ def _loggers(task: str, point: GridPoint, run: Figure2Run, run_dir: Path) -> lis
         wandb_logger = {
             "save_dir": str(run_dir),
             "name": f"{task}/{point.name}",
-            "group": f"figure2_{task}",
+            "group": f"figure2_{task}",  # the W&B report of lit_amsgrad.dashboard reads it
+            "job_type": "figure2",
+            "tags": ["figure2", task, f"beta2={point.beta2:g}", f"lr={point.lr:g}"],
             "offline": run.wandb == "offline",
         }
         loggers.append({"class_path": DEFAULT_LOGGER, "init_args": wandb_logger})
