@@ -40,6 +40,7 @@ from lit_amsgrad.checkpoint_io import AtomicCheckpointIO, verify_checkpoint
 from lit_amsgrad.checkpointing import InterruptionCheckpoint
 from lit_amsgrad.errors import ConfigError, condense_parse_error
 from lit_amsgrad.resume import newest_intact, refuse_changed_settings
+from lit_amsgrad.run_record import RecordedConfigCallback, refuse_replaced_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -214,6 +215,7 @@ class AMSGradCLI(LightningCLI):
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_callback", RecordedConfigCallback)  # W&B gets it too
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False})  # main() prints one line
@@ -336,7 +338,9 @@ class AMSGradCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        refuse_replaced_precision(config.get("precision"), trainer)
+        return trainer
 
 
 RUN_DIR_ENV = "LIT_AMSGRAD_RUN_DIR"

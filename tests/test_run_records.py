@@ -262,3 +262,37 @@ def test_testing_a_checkpoint_logs_into_the_run_that_trained_it(workdir):
     (explicit,) = fit_run.glob("checkpoints/last.ckpt")
     again = main(["test", *WITH_WANDB, "--ckpt_path", str(explicit)])
     assert again.trainer.logger.version == fit.trainer.logger.version
+
+
+def test_wandb_config_holds_the_trainer_the_seed_and_what_lightning_resolved(workdir):
+    """Before: the W&B config held the model's hyperparameters only: no trainer settings, no
+    seed, nothing of what Lightning resolved (accelerator, world size, precision)."""
+    from tests.wandb_records import read_config
+
+    cli = main(["fit", "--config", "synthetic_online_amsgrad.yaml", "--data.num_rounds=3000",
+                "--trainer.max_steps=700", "--seed_everything=7",
+                "--trainer.enable_progress_bar=false"])  # fmt: skip
+    (run_file,) = Path(cli.trainer.default_root_dir).glob("wandb/offline-run-*/run-*.wandb")
+    config = read_config(run_file)
+    assert config["trainer"]["max_steps"] == 700
+    assert config["seed_everything"] == 7
+    assert config["resolved"] == {
+        "accelerator": "cpu",
+        "strategy": "SingleDeviceStrategy",
+        "precision": "32-true",
+        "world_size": 1,
+        "num_nodes": 1,
+    }
+
+
+def test_a_precision_lightning_would_replace_is_refused(workdir):
+    """Before: `16-mixed` on a CPU ran bf16-mixed while config.yaml said 16-mixed."""
+    with pytest.raises(
+        ConfigError,
+        match=r"trainer.precision=16-mixed is not available on cpu \(Lightning would run "
+        r"bf16-mixed\): set --trainer.precision=bf16-mixed or 32-true",
+    ):
+        _fit("--trainer.accelerator=cpu", "--trainer.precision=16-mixed")
+    assert _fit(
+        "--trainer.accelerator=cpu", "--trainer.precision=bf16-mixed"
+    ).trainer.precision == ("bf16-mixed")
