@@ -69,7 +69,8 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __init__(self, length: int, seed: int) -> None:
         self.length, self.seed, self.epoch = length, seed, 0
-        self.skip = 0  # examples of this epoch already trained on (set on a mid-epoch resume)
+        self.skip = 0  # examples of ``skip_epoch`` already trained on (set on a resume)
+        self.skip_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -81,7 +82,10 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.length, generator=generator).tolist()
-        skip, self.skip = self.skip, 0  # only the first pass after a resume is shortened
+        # only the first pass after a resume is shortened, and only if it is the epoch the
+        # checkpoint was in (from an epoch-end checkpoint the next epoch is a whole one)
+        skip = self.skip if self.skip_epoch == self.epoch else 0
+        self.skip = 0
         return iter(order[skip:])
 
 
@@ -105,6 +109,7 @@ class ResumableDataLoader(DataLoader):
         sampler = self.sampler
         if isinstance(sampler, EpochShuffleSampler) and state["batches_done"] > 0:
             sampler.set_epoch(state["epoch"])
+            sampler.skip_epoch = state["epoch"]
             sampler.skip = min(state["batches_done"] * self.batch_size, sampler.length)
 
 

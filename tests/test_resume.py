@@ -1,12 +1,16 @@
 """Exact resume: stop after N steps, resume from the last checkpoint, end bit for bit where an
 uninterrupted run ends (parameters and the whole optimizer state, AdaShift's queue included)."""
 
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_amsgrad.cli import load_config, main
 
@@ -124,3 +128,144 @@ def test_image_task_resumed_mid_epoch_equals_uninterrupted_run(config, tmp_path,
     for (name, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
                             strict=True):  # fmt: skip
         assert torch.equal(p, q), name
+
+
+# --- every checkpoint position the template writes, against one straight run --------------
+# 712 fake digits, 200 held out: 4 training batches of 128 and 2 validation batches an epoch,
+# 3 epochs. Each case stops a run the way a real one stops (a periodic checkpoint then a
+# kill, a SIGTERM at a chosen hook) and resumes from what it left.
+
+_EPOCHS, _BATCHES = 3, 4
+
+
+class RecordAndSignal(Callback):
+    """Appends every finished validation (global step, val/loss) to ``path``; sends this process
+    a real SIGTERM at ``signal_at`` ("train" or "val") of ``step`` (and validation ``batch``)."""
+
+    def __init__(self, path: str, signal_at: str = "", step: int = -1, batch: int = -1) -> None:
+        self.path, self.signal_at, self.step, self.batch = Path(path), signal_at, step, batch
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            with self.path.open("a") as f:
+                f.write(f"{trainer.global_step} {trainer.callback_metrics['val/loss'].item()!r}\n")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.signal_at == "train" and trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.sanity_checking or self.signal_at != "val":
+            return
+        if trainer.global_step == self.step and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _validations(path: Path) -> list[tuple[int, float]]:
+    if not path.is_file():
+        return []
+    return [(int(s), float(v)) for s, v in (line.split() for line in path.read_text().splitlines())]
+
+
+def _position_fit(root: Path, name: str, every: int, *extra: str, signal_at=("", -1, -1),
+                  num_workers: int = 0, ckpt: Path | None = None):  # fmt: skip
+    """One fit of the logreg task in ``root/name``; returns (cli or None if SIGTERMed, record)."""
+    cfg = load_config("mnist_logreg_amsgrad.yaml")
+    for callback in cfg["trainer"]["callbacks"]:
+        if callback["init_args"].get("every_n_train_steps"):
+            callback["init_args"]["every_n_train_steps"] = every
+    record = root / f"{name}.validations"
+    at, step, batch = signal_at
+    cfg["trainer"]["callbacks"].append({
+        "class_path": f"{__name__}.RecordAndSignal",
+        "init_args": {"path": str(record), "signal_at": at, "step": step, "batch": batch},
+    })  # fmt: skip
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    args = ["fit", "--config", str(path), "--data.data_dir=data", "--data.val_size=200",
+            f"--data.num_workers={num_workers}", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            f"--trainer.max_epochs={_EPOCHS}", f"--trainer.default_root_dir={root / name}",
+            *extra, *(["--ckpt_path", str(ckpt)] if ckpt else [])]  # fmt: skip
+    try:
+        return main(args), record
+    except SIGTERMException:
+        return None, record
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    from tests.fakedata import write_fake_mnist
+
+    root = tmp_path_factory.mktemp("positions")
+    write_fake_mnist(root / "data", n_train=712, n_test=20)
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        cli, record = _position_fit(root, "straight", 1000)
+    finally:
+        os.chdir(here)
+    assert cli.trainer.global_step == _EPOCHS * _BATCHES
+    return root, cli, _validations(record)
+
+
+# name: (periodic every, stop arguments, signal, checkpoint file, its step,
+#        whether the validation at that step had finished when it was written)
+POSITIONS = {
+    "mid-epoch periodic": (6, ["--trainer.max_steps=6"], ("", -1, -1), "last-periodic", 6, True),
+    "periodic at an epoch's last batch": (
+        4,
+        ["--trainer.max_steps=5"],
+        ("", -1, -1),
+        "last-periodic",
+        4,
+        False,
+    ),  # fmt: skip
+    "epoch end (last.ckpt after validation)": (
+        1000,
+        ["--trainer.max_epochs=1"],
+        ("", -1, -1),
+        "last",
+        4,
+        True,
+    ),  # fmt: skip
+    "SIGTERM mid-epoch": (1000, [], ("train", 6, -1), "last", 7, True),
+    "SIGTERM during validation": (1000, [], ("val", 4, 0), "last", 4, False),
+    "SIGTERM in the last validation batch": (1000, [], ("val", 4, 1), "last", 4, True),
+}
+
+
+@pytest.mark.parametrize(
+    ("position", "num_workers"),
+    [(p, 0) for p in POSITIONS]
+    + [("periodic at an epoch's last batch", 2), ("SIGTERM during validation", 2)],
+)
+def test_resume_from_every_checkpoint_position_equals_straight_run(
+    position, num_workers, straight_run, monkeypatch
+):
+    """Weights, optimizer state and the logged validations (steps and values) bit for bit."""
+    root, whole, straight_validations = straight_run
+    every, stop, signal_at, filename, step, validated = POSITIONS[position]
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    name = f"{position}-{num_workers}".replace(" ", "_").replace("'", "")
+    stopped, _ = _position_fit(root, f"{name}-stop", every, *stop, signal_at=signal_at,
+                               num_workers=num_workers)  # fmt: skip
+    assert (stopped is None) == bool(signal_at[0])  # the signal cases end in SIGTERM
+    (checkpoint,) = (root / f"{name}-stop").rglob(f"{filename}.ckpt")
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == step
+    resumed, record = _position_fit(root, f"{name}-resume", every,
+                                    "--trainer.num_sanity_val_steps=0",
+                                    num_workers=num_workers, ckpt=checkpoint)  # fmt: skip
+    assert resumed.trainer.global_step == whole.trainer.global_step
+    for (key, p), q in zip(whole.model.named_parameters(), resumed.model.parameters(),
+                           strict=True):  # fmt: skip
+        assert torch.equal(p, q), key
+    ours = resumed.trainer.optimizers[0].state_dict()["state"]
+    for index, state in whole.trainer.optimizers[0].state_dict()["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(ours[index][key]), torch.as_tensor(value)), key
+    expected = [
+        (s, v) for s, v in straight_validations if s > step or (s == step and not validated)
+    ]
+    assert _validations(record) == expected

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torchmetrics.classification import MulticlassAccuracy
 
+from datamodules.resume import normalise_fit_position
 from lit_amsgrad.models.networks import build_network
 from lit_amsgrad.optim import AMSGrad
 
@@ -60,6 +61,9 @@ class ImageClassifier(L.LightningModule):
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        normalise_fit_position(
+            checkpoint
+        )  # epoch-end and mid-validation checkpoints resume exactly
         rng = checkpoint.get("rng_state")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
