@@ -1,16 +1,20 @@
-"""What the diagnostics need from an optimizer: its inverse step size and second moments.
+"""What the diagnostics need from an optimizer and from a logger.
 
 Every ``lit_amsgrad.optim`` optimizer answers ``inverse_lr(p)`` and ``second_moment(p)`` itself;
 ``torch.optim.Adam`` and ``AdamW`` get an adapter that derives the same from their state, so the
-callback has one code path for both.
+callback has one code path for both. Loggers: ``log_histograms`` sends the effective-step
+histograms to W&B and TensorBoard, each in its own format.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
+from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
 
@@ -71,3 +75,49 @@ def moment_view(optimizer: torch.optim.Optimizer) -> MomentView | None:
     if isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW):
         return TorchAdamAdapter(optimizer)
     return None
+
+
+# ---------------------------------------------------------------- loggers
+# What the diagnostics need from a logger beyond ``log_metrics``: a way to take the
+# effective-step histograms. W&B gets ``wandb.Histogram``s, TensorBoard ``add_histogram_raw``;
+# every other logger gets the scalars only.
+
+
+def histogram_loggers(loggers: Sequence[Logger]) -> list[Logger]:
+    """The loggers that take histograms: W&B and TensorBoard."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    return [lg for lg in loggers if isinstance(lg, WandbLogger | TensorBoardLogger)]
+
+
+def log_histograms(
+    loggers: Sequence[Logger], hists: Mapping[str, tuple[np.ndarray, np.ndarray]], step: int
+) -> None:
+    """``{key: (counts, edges)}`` (edges in log10 of the effective step) to every logger of
+    ``histogram_loggers``, at ``step``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    payload = None
+    for logger in histogram_loggers(loggers):
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            if payload is None:
+                payload = {
+                    key: wandb.Histogram(np_histogram=(counts.astype(np.int64), edges))
+                    for key, (counts, edges) in hists.items()
+                }
+            logger.log_metrics(payload, step=step)
+        else:
+            writer = logger.experiment
+            for key, (counts, edges) in hists.items():
+                counts = np.asarray(counts, dtype=np.float64)
+                edges = np.asarray(edges, dtype=np.float64)
+                centers = (edges[:-1] + edges[1:]) / 2
+                writer.add_histogram_raw(
+                    key, min=float(edges[0]), max=float(edges[-1]), num=int(counts.sum()),
+                    sum=float((counts * centers).sum()),
+                    sum_squares=float((counts * centers**2).sum()),
+                    bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(),
+                    global_step=step,
+                )  # fmt: skip

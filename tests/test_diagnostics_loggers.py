@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -260,3 +261,76 @@ def test_resumed_fit_continues_the_step_count(tmp_path):
     trainer.fit(TinyRegression(), ckpt_path=ckpt)
     assert sorted(recorder.diag()) == [9, 12]
     assert "diag/gamma_neg_frac" in recorder.diag()[9]
+
+
+# ---------------------------------------------------------------- TensorBoard
+class RecordingWriter:
+    """Stands in for TensorBoard's SummaryWriter (tensorboard is not a dependency here)."""
+
+    def __init__(self) -> None:
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+        self.histograms: dict[str, list[dict]] = {}
+
+    def add_scalar(self, tag, value, global_step=None, **kwargs) -> None:
+        self.scalars.setdefault(tag, []).append((global_step, float(value)))
+
+    def add_histogram_raw(self, tag, global_step=None, **kwargs) -> None:
+        self.histograms.setdefault(tag, []).append({"step": global_step, **kwargs})
+
+
+class RecordedTensorBoardLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger, its own ``log_metrics``, writing into a RecordingWriter."""
+
+    def __init__(self, root: Path) -> None:
+        Logger.__init__(self)  # TensorBoardLogger's own needs tensorboard installed
+        self._root_dir, self._name, self._version, self._prefix = str(root), "tb", 0, ""
+        self._sub_dir, self._default_hp_metric, self._log_graph = None, False, False
+        self.hparams: dict = {}
+        self._experiment = RecordingWriter()
+
+    @property
+    def experiment(self) -> RecordingWriter:
+        return self._experiment
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def save(self) -> None:
+        pass
+
+    def finalize(self, status: str) -> None:
+        pass
+
+
+def test_tensorboard_logger_gets_the_scalars_at_optimizer_steps(tmp_path):
+    recorder = RecordingLogger()
+    tensorboard = RecordedTensorBoardLogger(tmp_path)
+    fit(tmp_path, [tensorboard, recorder], OptimizerDiagnostics(log_every_n_steps=4), max_steps=12)
+    scalars = tensorboard.experiment.scalars
+    for step, metrics in recorder.diag().items():
+        for key, value in metrics.items():
+            assert (step, pytest.approx(value, rel=1e-6)) in scalars[key], key
+    assert [s for s, _ in scalars["diag/eff_lr/min"]] == [4, 8, 12]
+
+
+def test_log_histograms_to_tensorboard_and_not_to_csv(tmp_path):
+    from callbacks.adapters import histogram_loggers, log_histograms
+
+    tensorboard, csv_logger = RecordedTensorBoardLogger(tmp_path), CSVLogger(tmp_path)
+    assert histogram_loggers([csv_logger, tensorboard]) == [tensorboard]
+    counts = np.array([2, 0, 5, 1])
+    edges = np.array([-4.0, -3.5, -3.0, -2.5, -2.0])  # log10 of the effective step
+    log_histograms([csv_logger, tensorboard], {"diag_hist/eff_lr/w": (counts, edges)}, step=30)
+    (hist,) = tensorboard.experiment.histograms["diag_hist/eff_lr/w"]
+    assert hist["step"] == 30 and hist["num"] == 8
+    assert hist["bucket_counts"] == [2, 0, 5, 1] and hist["bucket_limits"] == [
+        -3.5,
+        -3.0,
+        -2.5,
+        -2.0,
+    ]
+    assert (hist["min"], hist["max"]) == (-4.0, -2.0)
+    centers = (edges[:-1] + edges[1:]) / 2
+    assert hist["sum"] == pytest.approx((counts * centers).sum())
+    assert hist["sum_squares"] == pytest.approx((counts * centers**2).sum())
+    assert csv_logger.experiment.metrics == []  # scalars only: no histograms there
