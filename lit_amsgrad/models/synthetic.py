@@ -2,6 +2,9 @@
 
 Online:     f_t(x) = big * x if t mod period == 1, else small * x   (1010, -10, 101)
 Stochastic: f_t(x) = big * x with probability spike_prob, else small * x   (0.01)
+            with ``batch_size`` B > 1 each round's gradient is the mean of B such draws
+            (mini-batch Adam); under DDP every process draws its own B and the processes'
+            gradients are averaged, as DDP averages a model's gradients (global batch N * B)
 
 The optimum is x = -1 (the spikes win on average by a little). Lightning's per-step
 overhead is large against a 1-D problem, so one training step plays a whole batch of
@@ -41,28 +44,52 @@ def loss_coefficients(
     small: float = -10.0,
     period: int = 101,
     spike_prob: float = 0.01,
+    batch_size: int = 1,
+    rank: int = 0,
 ) -> Tensor:
     """c_t for the given rounds t (1-based), shape [len(rounds), num_seeds]: f_t(x) = c_t x.
 
-    The stochastic draws depend only on (seed, first round of the batch), so a resumed or
-    repeated run sees the same functions.
+    The stochastic draws depend only on (seed, rank, first round of the batch), so a resumed
+    or repeated run sees the same functions and every DDP process draws its own samples.
+    ``batch_size`` B > 1: c_t is the mean of B draws, sampled exactly as a spike count
+    k ~ Binomial(B, spike_prob), so the cost of a round does not grow with B.
     """
     rounds = rounds.reshape(-1, 1)
     if problem == "online":
         spike = (rounds % period == 1).expand(-1, num_seeds)
     elif problem == "stochastic":
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + int(rounds[0, 0]))
-        spike = torch.rand((rounds.shape[0], num_seeds), generator=generator) < spike_prob
+        start = seed * 1_000_003 + int(rounds[0, 0])
+        if rank > 0:  # torch's CPU generator keeps 32 bits of a seed: mix the rank into them
+            start = (start ^ (rank * 0x9E3779B1)) & 0xFFFFFFFF
+        generator = torch.Generator().manual_seed(start)
+        shape = (rounds.shape[0], num_seeds)
+        if batch_size > 1:
+            count = torch.full(shape, float(batch_size))
+            spikes = torch.binomial(count, torch.full(shape, spike_prob), generator=generator)
+            return ((spikes * big + (batch_size - spikes) * small) / batch_size).float()
+        spike = torch.rand(shape, generator=generator) < spike_prob
     else:
         check_problem(problem)
     return torch.where(spike, big, small).to(torch.float32)
+
+
+def mean_coefficient(
+    problem: str, *, big: float, small: float, period: int, spike_prob: float
+) -> float:
+    """mu in the expected loss F(x) = mu x: the mean over one period (online) or E[c_t]."""
+    if problem == "online":
+        return (big + (period - 1) * small) / period
+    return spike_prob * big + (1 - spike_prob) * small
 
 
 class SyntheticConvexModule(LightningModule):
     """Plays the online game of the paper's Figure 1 and logs ``x`` and ``avg_regret``.
 
     ``x`` is the iterate (the mean over seeds), ``avg_regret`` is R_t / t with
-    R_t = sum_s f_s(x_s) - min_{x in [-1, 1]} sum_s f_s(x), averaged over seeds.
+    R_t = sum_s f_s(x_s) - min_{x in [-1, 1]} sum_s f_s(x), averaged over seeds, and
+    ``expected_avg_regret`` is (1/t) sum_s F(x_s) - min F with the expected loss
+    F(x) = mu x (``mean_coefficient``): free of the sampling noise of f_t, which with a
+    mini-batch changes the losses themselves, so runs with different B compare on it.
     """
 
     def __init__(
@@ -76,11 +103,16 @@ class SyntheticConvexModule(LightningModule):
         small: float = -10.0,
         period: int = 101,
         spike_prob: float = 0.01,
+        batch_size: int = 1,
     ) -> None:
         super().__init__()
         check_problem(problem)
         if num_seeds < 1:
             raise ConfigError(f"num_seeds must be >= 1, got {num_seeds}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size > 1 and problem != "stochastic":
+            raise ConfigError("batch_size > 1 needs problem: stochastic (online rounds are fixed)")
         if not DOMAIN[0] <= x0 <= DOMAIN[1]:
             raise ConfigError(f"x0 must be in [{DOMAIN[0]}, {DOMAIN[1]}], got {x0}")
         self.save_hyperparameters(ignore=["optimizer"])
@@ -90,18 +122,27 @@ class SyntheticConvexModule(LightningModule):
         self.register_buffer("cumulative_loss", torch.zeros(num_seeds, dtype=torch.float64))
         self.register_buffer("cumulative_coef", torch.zeros(num_seeds, dtype=torch.float64))
         self.register_buffer("rounds_played", torch.zeros((), dtype=torch.long))
+        self.register_buffer("cumulative_x", torch.zeros(num_seeds, dtype=torch.float64))
         #: (round, mean x, mean average regret) after every training step, for plots
         self.history: list[tuple[int, float, float]] = []
+        #: (round, mean expected average regret) after every training step
+        self.expected_history: list[tuple[int, float]] = []
 
     def configure_optimizers(self) -> Any:
         return self.optimizer_factory(self.parameters())
 
     def coefficients(self, rounds: Tensor) -> Tensor:
         hp = self.hparams
-        return loss_coefficients(
+        trainer = self._trainer
+        world_size = trainer.world_size if trainer is not None else 1
+        coefs = loss_coefficients(
             hp.problem, rounds.cpu(), hp.num_seeds, seed=hp.seed, big=hp.big,
             small=hp.small, period=hp.period, spike_prob=hp.spike_prob,
+            batch_size=hp.batch_size, rank=trainer.global_rank if world_size > 1 else 0,
         ).to(self.device)  # fmt: skip
+        if world_size > 1:  # each process's gradients from its own draws, averaged as DDP does
+            coefs = trainer.strategy.reduce(coefs, reduce_op="mean")
+        return coefs
 
     def training_step(self, rounds: Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
@@ -121,12 +162,20 @@ class SyntheticConvexModule(LightningModule):
     def _account(self, coefs: Tensor, iterates: Tensor, rounds: Tensor) -> None:
         self.cumulative_loss += (coefs.double() * iterates.double()).sum(0)
         self.cumulative_coef += coefs.double().sum(0)
+        self.cumulative_x += iterates.double().sum(0)
         self.rounds_played += rounds.numel()
         t = int(self.rounds_played)
         regret = self.cumulative_loss + self.cumulative_coef.abs()  # min over [-1, 1] is -|S|
         x_mean = self.x.detach().mean()
         avg_regret = (regret / t).mean()
+        hp = self.hparams
+        mu = mean_coefficient(
+            hp.problem, big=hp.big, small=hp.small, period=hp.period, spike_prob=hp.spike_prob
+        )
+        expected = (mu * self.cumulative_x / t + abs(mu)).mean()  # min F on [-1, 1] is -|mu|
         self.history.append((t, float(x_mean), float(avg_regret)))
+        self.expected_history.append((t, float(expected)))
         self.log("x", x_mean, prog_bar=True)
         self.log("avg_regret", avg_regret.float(), prog_bar=True)
+        self.log("expected_avg_regret", expected.float())
         self.log("round", float(t))

@@ -1,0 +1,52 @@
+"""The experiment files under ``configs/experiments/``: which configs a reproduction runs
+and at which sizes (``full`` for the README's figures, ``quick`` for tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lit_amsgrad.errors import ConfigError
+
+EXPERIMENT_DIR = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+
+
+def load_experiment(name: str, quick: bool) -> dict[str, Any]:
+    """The ``full`` or ``quick`` sizes of ``configs/experiments/<name>.yaml``, merged over
+    its shared keys (everything but ``full`` and ``quick``; a mapping merges key by key)."""
+    import yaml
+
+    path = EXPERIMENT_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} is missing")
+    spec = yaml.safe_load(path.read_text()) or {}
+    size = "quick" if quick else "full"
+    if size not in spec:
+        raise ConfigError(f"{path} has no '{size}:' section")
+    shared = {k: v for k, v in spec.items() if k not in ("full", "quick")}
+    merged = dict(shared)
+    for key, value in spec[size].items():
+        both = isinstance(value, dict) and isinstance(shared.get(key), dict)
+        merged[key] = {**shared[key], **value} if both else value
+    return {**merged, "size": size}
+
+
+def fit_quietly(args: list[str]) -> Any:
+    """``train.py fit`` with ``args`` through the project's CLI (``lit_amsgrad.cli.main``),
+    without a banner per run; returns the CLI (its trainer and model)."""
+    import logging
+    import warnings
+
+    from lit_amsgrad.cli import main
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*GenericAdam converges when.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return main(["fit", *args])
+
+
+QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")

@@ -1,0 +1,192 @@
+"""Generic Adam's convergence region on the paper's counterexamples.
+
+    python -m lit_amsgrad.reproduce generic_adam --out DIR [--quick]
+
+Generic Adam (Chen, Shen, Zou, Liu, JMLR 2022) sets beta_2t = 1 - theta/t^r and
+alpha_t = alpha/t^s and converges when 0 < r <= 2s < 2. Every (r, s) cell of the grid in
+``configs/experiments/generic_adam.yaml`` is one fit of ``synthetic_<problem>_generic_adam.yaml``
+through train.py's CLI with ``r`` and ``s`` overridden, on the online and the stochastic
+problem. Writes ``DIR/generic_adam.json`` (one point per cell and problem), ``.png`` and ``.pdf``:
+the final iterate (optimum: x = -1) and the average regret of every cell, with the region drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from lit_amsgrad.experiments import QUIET, fit_quietly, load_experiment
+
+OPTIMIZER = "--model.init_args.optimizer.init_args"
+
+
+def in_region(r: float, s: float) -> bool:
+    """The theory's sufficient condition 0 < r <= 2s < 2."""
+    return 0 < r <= 2 * s < 2
+
+
+def cell_args(config: str, r: float, s: float, rounds: int, seeds: int, run_dir: Path) -> list[str]:
+    """One cell as train.py's arguments: the problem's config with r, s, length and seeds."""
+    from lit_amsgrad.reproduce import config_args
+
+    return [
+        *config_args(config), f"{OPTIMIZER}.r={r}", f"{OPTIMIZER}.s={s}",
+        f"--data.init_args.num_rounds={rounds}", f"--model.init_args.num_seeds={seeds}",
+        "--trainer.logger=false", f"--trainer.default_root_dir={run_dir}", *QUIET,
+    ]  # fmt: skip
+
+
+def summarize_cell(problem: str, r: float, s: float, module: Any) -> dict[str, Any]:
+    """What the JSON keeps of one fit: where the iterate ended and the regret it paid."""
+    history = module.history
+    last = history[-1][0]
+    tail = [h[1] for h in history if h[0] > 0.9 * last] or [history[-1][1]]
+    x = module.x.detach()
+    return {
+        "problem": problem,
+        "r": r,
+        "s": s,
+        "in_region": in_region(r, s),
+        "final_x": float(x.mean()),
+        "final_x_per_seed": [float(v) for v in x],
+        "tail_mean_x": sum(tail) / len(tail),
+        "distance_to_optimum": abs(float(x.mean()) + 1.0),
+        "avg_regret": history[-1][2],
+        "expected_avg_regret": module.expected_history[-1][1],
+        "rounds": last,
+    }
+
+
+def generic_adam(out: Path, quick: bool = False) -> dict[str, Any]:
+    """Run every (problem, r, s) cell; write generic_adam.json/.png/.pdf under ``out``."""
+    from rich.progress import Progress
+
+    spec = load_experiment("generic_adam", quick)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [(p, r, s) for p in spec["problems"] for r in spec["r"] for s in spec["s"]]
+    points, started = [], time.monotonic()
+    with Progress() as progress:
+        task = progress.add_task("generic adam", total=len(cells))
+        for problem, r, s in cells:
+            progress.update(task, description=f"{problem} r={r:g} s={s:g}")
+            run_dir = out / "runs" / "generic_adam" / problem / f"r={r:g}_s={s:g}"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a rerun starts clean
+            args = cell_args(spec["problems"][problem], r, s, spec["rounds"][problem],
+                             spec["seeds"][problem], run_dir)  # fmt: skip
+            cli = fit_quietly(args)
+            points.append(summarize_cell(problem, r, s, cli.model))
+            progress.advance(task)
+    summary = {
+        "experiment": "generic_adam",
+        "size": spec["size"],
+        "configs": spec["problems"],
+        "grid": {"r": spec["r"], "s": spec["s"]},
+        "rounds": spec["rounds"],
+        "seeds": spec["seeds"],
+        "region": "0 < r <= 2s < 2",
+        "optimum": -1.0,
+        "wall_time_s": round(time.monotonic() - started, 1),
+        "points": points,
+    }
+    (out / "generic_adam.json").write_text(json.dumps(summary, indent=2))
+    plot_generic_adam(summary, out / "generic_adam")
+    return summary
+
+
+def _edges(values: list[float]) -> list[float]:
+    """Cell edges halfway between grid values, so non-uniform grids draw as touching cells."""
+    mids = [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)]
+    first, last = values[0] - (mids[0] - values[0]), values[-1] + (values[-1] - mids[-1])
+    return [max(first, 0.0), *mids, last]
+
+
+def plot_generic_adam(summary: dict[str, Any], stem: Path) -> None:
+    """Final iterate and average regret per (s, r) cell, the theory's region outlined.
+
+    Drawn from the JSON summary alone, so the figure can be redrawn without training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    rs, ss = summary["grid"]["r"], summary["grid"]["s"]
+    problems = list(summary["configs"])
+    fig, axes = plt.subplots(len(problems), 2, figsize=(10, 4.3 * len(problems)),
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    for row, problem in enumerate(problems):
+        cell = {(p["r"], p["s"]): p for p in summary["points"] if p["problem"] == problem}
+        for col, key in enumerate(("final_x", "avg_regret")):
+            values = np.array([[cell[(r, s)][key] for s in ss] for r in rs])
+            ax = axes[row, col]
+            if key == "final_x":
+                mesh = ax.pcolormesh(_edges(ss), _edges(rs), values, cmap="RdBu", vmin=-1, vmax=1)
+                label, title = r"final iterate $x_T$ (optimum $-1$)", "final iterate"
+            else:
+                norm = LogNorm(vmin=max(values.min(), 1e-3), vmax=values.max())
+                mesh = ax.pcolormesh(_edges(ss), _edges(rs), values, cmap="viridis", norm=norm)
+                label, title = r"average regret $R_T/T$", "average regret"
+            fig.colorbar(mesh, ax=ax, label=label)
+            for i, r in enumerate(rs):
+                for j, s in enumerate(ss):
+                    ax.text(s, r, f"{values[i, j]:.2g}", ha="center", va="center", fontsize=6,
+                            color="black")  # fmt: skip
+            _draw_region(ax, ss, rs)
+            rounds = summary["rounds"][problem]
+            ax.set(xlabel=r"$s$ in $\alpha_t = \alpha / t^{s}$",
+                   ylabel=r"$r$ in $\beta_{2,t} = 1 - \theta / t^{r}$",
+                   title=f"{problem} problem, T = {rounds:,} rounds: {title}")  # fmt: skip
+            if row == 0 and col == 0:
+                ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
+    fig.suptitle(r"Generic Adam on the counterexample: the theory's region $0 < r \leq 2s < 2$ "
+                 "(outlined) against where the iterate ends")  # fmt: skip
+    for suffix in (".png", ".pdf"):
+        fig.savefig(stem.with_suffix(suffix), dpi=200)
+    plt.close(fig)
+
+
+def _draw_region(ax: Any, ss: list[float], rs: list[float]) -> None:
+    """The region 0 < r <= 2s, s < 1, clipped to the drawn grid."""
+    import numpy as np
+
+    s_edges, r_edges = _edges(ss), _edges(rs)
+    s_lo, s_hi = s_edges[0], min(1.0, s_edges[-1])
+    r_hi = r_edges[-1]
+    s_line = np.linspace(s_lo, s_hi, 200)
+    r_line = np.minimum(2 * s_line, r_hi)
+    poly_s = [*s_line, s_hi, s_lo]
+    poly_r = [*r_line, r_edges[0], r_edges[0]]
+    ax.fill(poly_s, poly_r, fill=False, hatch="//", edgecolor="black", lw=1.5,
+            label=r"theory: converges ($0 < r \leq 2s < 2$)")  # fmt: skip
+
+
+# ------------------------------------------------------------------- the subcommand
+COMMAND = "generic_adam"
+
+
+def add_parser(commands: Any) -> None:
+    """``python -m lit_amsgrad.reproduce generic_adam``."""
+    parser = commands.add_parser(COMMAND, help="Generic Adam's (r, s) region on the counterexample")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for generic_adam.json/.png/.pdf"
+    )
+    parser.add_argument("--quick", action="store_true", help="the small grid of the tests")
+
+
+def run(args: Any) -> None:
+    """Run the grid and print one line per cell; bad input is one ``error:`` line."""
+    from lit_amsgrad.errors import ConfigError
+
+    try:
+        summary = generic_adam(args.out, args.quick)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    for p in summary["points"]:
+        where = "in region " if p["in_region"] else "outside   "
+        print(f"{p['problem']:10s} r={p['r']:<6g} s={p['s']:<6g} {where} final x {p['final_x']:+.3f}"
+              f"  avg regret {p['avg_regret']:.4f}")  # fmt: skip
+    print(f"wrote {args.out / 'generic_adam.json'}, .png and .pdf ({summary['wall_time_s']} s)")
