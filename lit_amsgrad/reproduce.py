@@ -488,9 +488,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_figure1_parser(commands)
     _add_figure2_parser(commands)
+    from lit_amsgrad import reproduce_generic_adam, reproduce_scaling
+
+    experiments = {m.COMMAND: m for m in (reproduce_generic_adam, reproduce_scaling)}
+    for module in experiments.values():
+        module.add_parser(commands)
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
-    if args.command == "figure1":
+    if args.command in experiments:
+        experiments[args.command].run(args)
+    elif args.command == "figure1":
         _run_figure1(args)
     else:
         _run_figure2(args)
