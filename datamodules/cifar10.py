@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+import torchvision.datasets.cifar as tv_cifar
 from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import calculate_md5
 from torchvision.transforms import v2
 
 from datamodules.vision import VisionDataModule
@@ -63,6 +66,18 @@ class CIFAR10DataModule(VisionDataModule):
             [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), self.eval_transform()]
         )
 
+    def damaged_files(self) -> list[str]:
+        folder = self.data_dir / CIFAR10.base_folder
+        files = [(folder / name, md5) for name, md5 in CIFAR10.train_list + CIFAR10.test_list]
+        files.append((folder / CIFAR10.meta["filename"], CIFAR10.meta["md5"]))
+        damaged = [] if not (self.data_dir / CIFAR10.filename).is_file() else [
+            _md5_mismatch(self.data_dir / CIFAR10.filename, CIFAR10.tgz_md5)
+        ]  # fmt: skip
+        for path, md5 in files:
+            if path.is_file():
+                damaged.append(_md5_mismatch(path, md5) or _unreadable_pickle(path))
+        return [problem for problem in damaged if problem]
+
     def missing_files_help(self) -> str:
         folder = (self.data_dir / CIFAR10.base_folder).resolve()
         return (
@@ -73,3 +88,24 @@ class CIFAR10DataModule(VisionDataModule):
             f"Get it from {CIFAR10.url} or, on a machine with internet, with\n"
             f"  python -c \"import torchvision; torchvision.datasets.CIFAR10('{self.data_dir}', download=True)\""
         )
+
+
+def _md5_mismatch(path: Path, md5: str) -> str | None:
+    # through torchvision's module, so that a test's patch of the check applies here too
+    if tv_cifar.check_integrity(str(path), md5):
+        return None
+    return (
+        f"'{path.resolve()}' is not the official one (md5 {calculate_md5(str(path))}, "
+        f"expected {md5}): truncated, corrupt or another file"
+    )
+
+
+def _unreadable_pickle(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, ValueError, OSError, AttributeError) as err:
+        return f"'{path.resolve()}' is not a readable CIFAR-10 pickle ({type(err).__name__}: {err})"
+    if not isinstance(entry, dict):
+        return f"'{path.resolve()}' is not a CIFAR-10 pickle (holds a {type(entry).__name__})"
+    return None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from torchvision.datasets import MNIST
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+from torchvision.datasets.utils import calculate_md5, check_integrity
 
 from datamodules.vision import VisionDataModule
 
@@ -32,6 +34,26 @@ class MNISTDataModule(VisionDataModule):
     dataset_cls = MNIST
     name = "MNIST"
     mean, std = MNIST_MEAN, MNIST_STD
+
+    def damaged_files(self) -> list[str]:
+        raw = self.data_dir / "MNIST" / "raw"
+        damaged = []
+        for name in MNIST_FILES:
+            path = raw / name
+            if path.is_file():
+                try:
+                    read_sn3_pascalvincent_tensor(str(path))
+                except (AssertionError, RuntimeError, ValueError, KeyError, IndexError) as err:
+                    reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                    damaged.append(f"'{path.resolve()}' is not a readable IDX file ({reason})")
+        for archive, md5 in MNIST.resources:
+            path = raw / archive
+            if path.is_file() and not check_integrity(str(path), md5):
+                damaged.append(
+                    f"'{path.resolve()}' is not the official one (md5 {calculate_md5(str(path))}, "
+                    f"expected {md5}): truncated, corrupt or another file"
+                )
+        return damaged
 
     def missing_files_help(self) -> str:
         raw = (self.data_dir / "MNIST" / "raw").resolve()

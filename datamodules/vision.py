@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,21 @@ from lit_amsgrad.errors import ConfigError
 
 class DatasetNotFoundError(RuntimeError):
     """The dataset files are missing and could not be downloaded; the message says where to put them."""
+
+
+class DatasetFileError(DatasetNotFoundError):
+    """A dataset file is there but unusable (truncated, corrupt, not the official one).
+
+    A subclass of ``DatasetNotFoundError`` so that whatever reports unusable data as one line
+    reports this too; the message names the file and what is wrong with it.
+    """
+
+
+#: what reading a damaged file raises in torchvision's loaders (pickle, IDX, numpy)
+_READ_ERRORS = (
+    RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, AssertionError,
+    pickle.UnpicklingError,
+)  # fmt: skip
 
 
 class TransformedSubset(Dataset):
@@ -171,6 +187,11 @@ class VisionDataModule(L.LightningDataModule):
         """Where the files must be and how to get them, for the offline error."""
         raise NotImplementedError
 
+    def damaged_files(self) -> list[str]:
+        """The files that are present but unusable, as "'path' reason"; only the subclass
+        knows its formats and checksums. Asked only after loading or downloading failed."""
+        return []
+
     # --- Lightning hooks ----------------------------------------------------------------
     def prepare_data(self) -> None:
         """Download once (Lightning calls this on one process per node)."""
@@ -179,8 +200,8 @@ class VisionDataModule(L.LightningDataModule):
         try:
             for train in (True, False):
                 self.dataset_cls(str(self.data_dir), train=train, download=True)
-        except (OSError, RuntimeError) as err:  # URLError is an OSError
-            raise self._not_found(f"downloading failed: {_last_line(err)}") from None
+        except _READ_ERRORS as err:  # URLError is an OSError; a damaged file fails its load
+            raise self._unusable(f"downloading failed: {_last_line(err)}") from None
 
     def setup(self, stage: str | None = None) -> None:
         self.per_device_batch_size = self._per_device_batch_size()
@@ -227,9 +248,9 @@ class VisionDataModule(L.LightningDataModule):
     def _load(self, train: bool) -> VisionDataset:
         try:
             return self.dataset_cls(str(self.data_dir), train=train, transform=None, download=False)
-        except RuntimeError as err:
+        except _READ_ERRORS as err:
             reason = "download=False" if not self.download else "the files are not there"
-            raise self._not_found(f"{reason}: {_last_line(err)}") from None
+            raise self._unusable(f"{reason}: {_last_line(err)}") from None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:
@@ -254,6 +275,17 @@ class VisionDataModule(L.LightningDataModule):
         if accelerator is not None:
             return isinstance(accelerator, CUDAAccelerator)
         return torch.cuda.is_available()
+
+    def _unusable(self, reason: str) -> DatasetNotFoundError:
+        """A damaged file, named, if one is there; otherwise the files are missing."""
+        damaged = self.damaged_files()
+        if not damaged:
+            return self._not_found(reason)
+        more = f" ({len(damaged) - 1} more damaged files)" if len(damaged) > 1 else ""
+        return DatasetFileError(
+            f"{self.name} file {damaged[0]}{more}; delete it and let download=True fetch it "
+            "again, or replace it with the official file"
+        )
 
     def _not_found(self, reason: str) -> DatasetNotFoundError:
         return DatasetNotFoundError(

@@ -125,3 +125,89 @@ def test_bad_input_is_one_clear_line(case, workdir):
     message = result.stderr[result.stderr.rfind("\nerror: ") + 1 :]
     assert message.startswith("error: ") and expected in message, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+# --- damaged data files: named, with what is wrong (issue 13, point 7) ---------------------
+
+
+def _fake_cifar(root: Path) -> Path:
+    from tests.fakedata import write_fake_cifar10
+
+    write_fake_cifar10(root / "data", n_per_batch=20, n_test=10)
+    return root / "data" / "cifar-10-batches-py"
+
+
+def _truncate(path: Path, keep: int = 500) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _cifar_error(root: Path, download: bool) -> str:
+    from datamodules import CIFAR10DataModule
+    from datamodules.vision import DatasetFileError
+
+    data = CIFAR10DataModule(root / "data", val_size=10, num_workers=0, download=download)
+    with pytest.raises(DatasetFileError) as caught:
+        data.prepare_data()
+        data.setup("fit")
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_fake_cifar10_is_named_as_not_the_official_files(download, tmp_path):
+    """Files that are all there but whose md5 differs: the first one is named with its md5."""
+    folder = _fake_cifar(tmp_path)
+    message = _cifar_error(tmp_path, download)
+    assert "\n" not in message and "not found" not in message
+    assert f"'{(folder / 'data_batch_1').resolve()}' is not the official one (md5 " in message
+    assert "expected c99cafc152244af753f735de768cd75f" in message  # torchvision's md5
+
+
+def test_truncated_cifar10_pickle_is_named(tmp_path, monkeypatch):
+    from tests.fakedata import skip_cifar10_md5
+
+    folder = _fake_cifar(tmp_path)
+    skip_cifar10_md5(monkeypatch)  # past the md5 check, into the pickle
+    _truncate(folder / "data_batch_3")
+    message = _cifar_error(tmp_path, download=False)
+    assert "\n" not in message
+    assert f"'{(folder / 'data_batch_3').resolve()}' is not a readable CIFAR-10 pickle" in message
+    assert "truncated" in message
+
+
+def test_truncated_mnist_file_is_named(tmp_path):
+    from datamodules import MNISTDataModule
+    from datamodules.vision import DatasetFileError
+
+    write_fake_mnist(tmp_path / "data", n_train=50, n_test=10)
+    images = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    _truncate(images, keep=5000)
+    data = MNISTDataModule(tmp_path / "data", val_size=10, num_workers=0)
+    with pytest.raises(DatasetFileError, match="is not a readable IDX file") as caught:
+        data.prepare_data()
+        data.setup("fit")
+    assert f"'{images.resolve()}'" in str(caught.value)
+
+
+CIFAR = ["--config", "cifarnet_amsgrad.yaml", "--data.data_dir=data", "--data.num_workers=0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["md5 mismatch", "truncated pickle"])
+def test_damaged_cifar10_is_one_error_line_naming_the_file(damage, tmp_path):
+    from tests.fakedata import CIFAR10_MD5_PATCH
+
+    folder = _fake_cifar(tmp_path)
+    patch = ""
+    if damage == "truncated pickle":
+        _truncate(folder / "data_batch_2")
+        patch = CIFAR10_MD5_PATCH + "; "
+    argv = [str(REPO / "train.py"), "fit", *CIFAR, "--trainer.logger=false"]
+    code = f"{patch}import runpy, sys; sys.argv = {argv!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=offline_env(),
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    bad = "data_batch_1" if damage == "md5 mismatch" else "data_batch_2"
+    assert f"{(folder / bad).resolve()}'" in line
+    assert ("not the official one" if damage == "md5 mismatch" else "truncated") in line
