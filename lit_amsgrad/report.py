@@ -188,7 +188,7 @@ def _draw_panel(ax: Any, panel: Panel, log: RunLog) -> None:
         ax.set_yscale("log")
     ax.set_title(panel.title, fontsize=9)
     ax.set_xlabel("optimizer step" if panel.x == OPTIMIZER_STEP else "training step", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.tick_params(which="both", labelsize=7)
     ax.grid(alpha=0.3)
     if len(panel.keys) > 1:
         ax.legend(fontsize=7)
