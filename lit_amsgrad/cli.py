@@ -49,6 +49,7 @@ OPTIMIZER_DIR = CONFIG_DIR / "optimizers"  # one fragment per optimizer (its cla
 OVERRIDE_DIR = CONFIG_DIR / "overrides"  # <task>_<optimizer>.yaml: settings of one pair only
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_LOGGER = "lit_amsgrad.loggers.RunWandbLogger"
+DEFAULT_DDP_TIMEOUT_S = 600  # longer than rank 0's slowest lone work (a CIFAR-10 download)
 
 
 class ConfigNotFoundError(FileNotFoundError):
@@ -234,6 +235,13 @@ class AMSGradCLI(LightningCLI):
             "log_every_n_steps of every OptimizerDiagnostics callback of the config)",
         )
         parser.add_argument(
+            "--ddp_timeout_s",
+            type=int,
+            default=DEFAULT_DDP_TIMEOUT_S,
+            help="under DDP, a rank that waits this long for the others (one stuck or dead) "
+            "ends the job with an error (torch's default: 30 minutes)",
+        )
+        parser.add_argument(
             "--untrained",
             type=bool,
             default=False,
@@ -340,6 +348,8 @@ class AMSGradCLI(LightningCLI):
             config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         trainer = super()._instantiate_trainer(config, callbacks)
         refuse_replaced_precision(config.get("precision"), trainer)
+        run_config = self.config[self.subcommand] if self.subcommand else self.config
+        set_ddp_timeout(trainer, run_config.get("ddp_timeout_s", DEFAULT_DDP_TIMEOUT_S))
         return trainer
 
 
@@ -480,6 +490,30 @@ def set_diagnostics_cadence(trainer: Any, every: int | None) -> None:
         raise ConfigError("--diag_every: this config has no callbacks.OptimizerDiagnostics")
 
 
+#: the process-group timeout this process set last, for the message when it expires
+_DDP_TIMEOUT_S: list[int] = [DEFAULT_DDP_TIMEOUT_S]
+
+
+def set_ddp_timeout(trainer: Trainer, seconds: int) -> None:
+    """The process-group timeout of a DDP trainer (any way DDP was chosen: a strategy name,
+    ``auto`` on several devices, or a ``DDPStrategy`` of the config left at torch's default).
+
+    A collective that waits longer than this raises in the waiting ranks, so a stuck or dead
+    rank ends the job in minutes instead of torch's half hour."""
+    from datetime import timedelta
+
+    from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if isinstance(seconds, bool) or seconds < 1:
+        raise ConfigError(f"--ddp_timeout_s must be an integer >= 1 (seconds), got {seconds!r}")
+    _DDP_TIMEOUT_S.append(seconds)
+    strategy = trainer.strategy
+    # DDPStrategy keeps its timeout in `_timeout` until it creates the process group in fit
+    if isinstance(strategy, DDPStrategy) and strategy._timeout == default_pg_timeout:
+        strategy._timeout = timedelta(seconds=seconds)
+
+
 def load_lightning_checkpoint(path: str) -> dict[str, Any]:
     """The checkpoint at ``path`` (memory-mapped), or one line saying why it is not one."""
     import torch
@@ -597,3 +631,28 @@ def _run_cli(resolved: list[str], from_command_line: bool) -> AMSGradCLI:
         if not from_command_line:
             raise
         sys.exit(128 + 15)  # the conventional status of a process ended by SIGTERM
+    except RuntimeError as err:
+        if not from_command_line or not is_collective_timeout(err):
+            raise
+        sys.exit(f"error: {collective_timeout_message()}")
+
+
+def is_collective_timeout(err: BaseException) -> bool:
+    """A DDP collective that waited past the process-group timeout (gloo or NCCL)."""
+    import torch.distributed as dist
+
+    text = str(err).lower()
+    return (
+        dist.is_available() and dist.is_initialized() and ("timed out" in text or "timeout" in text)
+    )
+
+
+def collective_timeout_message() -> str:
+    import torch.distributed as dist
+
+    return (
+        f"DDP rank {dist.get_rank()} of {dist.get_world_size()} waited "
+        f"{_DDP_TIMEOUT_S[-1]} s for the other processes (--ddp_timeout_s): one is stuck "
+        "or dead; the checkpoints up to the last periodic one are intact (resume with "
+        "--ckpt_path last), end any process of this run that is left"
+    )
