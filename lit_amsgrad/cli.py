@@ -36,6 +36,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_amsgrad import early_sigterm
 from lit_amsgrad.checkpoint_io import AtomicCheckpointIO, verify_checkpoint
 from lit_amsgrad.checkpointing import InterruptionCheckpoint
 from lit_amsgrad.errors import ConfigError, condense_parse_error
@@ -317,10 +318,14 @@ class AMSGradCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         if config.get("ckpt_path"):
             check_checkpoint_fits(config["ckpt_path"], self.model)
+        early_sigterm.restore_default()  # Lightning's handler from here on
         try:
             super()._run_subcommand(subcommand)
         except BaseException as error:
-            _finish_wandb(exit_code=143 if isinstance(error, SIGTERMException) else 1)
+            interrupted = isinstance(error, SIGTERMException) or (
+                isinstance(error, SystemExit) and error.code == early_sigterm.EXIT_CODE
+            )
+            _finish_wandb(exit_code=early_sigterm.EXIT_CODE if interrupted else 1)
             raise
         _finish_wandb(exit_code=0)
 
@@ -386,14 +391,20 @@ def new_run_dir(run_name: str) -> Path:
     if inherited and is_ddp_child and parent_pid == str(os.getppid()):
         return Path(inherited)
     base = DEFAULT_RUNS_DIR / run_name / time.strftime("%Y%m%d-%H%M%S")
-    base.parent.mkdir(parents=True, exist_ok=True)
     run_dir, suffix = base, 1
-    while True:  # mkdir is the atomic test: two starts in one second get two folders
-        try:
-            run_dir.mkdir()
-            break
-        except FileExistsError:
-            run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        while True:  # mkdir is the atomic test: two starts in one second get two folders
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                run_dir, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the run folder {run_dir} ({err.strerror or err}): run from a "
+            "writable folder or pass --trainer.default_root_dir"
+        ) from None
     os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{run_dir}"
     return run_dir
 
@@ -411,8 +422,15 @@ def lock_run_dir(run_dir: Path) -> None:
 
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("RANK", "0") != "0":
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open on purpose
+    except OSError as err:
+        raise ConfigError(
+            f"run folder {run_dir} is not writable ({err.strerror or err}): a fit writes its "
+            "checkpoints, logs and config.yaml there; make it writable or fit into another "
+            "folder (--trainer.default_root_dir)"
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -630,7 +648,7 @@ def _run_cli(resolved: list[str], from_command_line: bool) -> AMSGradCLI:
     except SIGTERMException:
         if not from_command_line:
             raise
-        sys.exit(128 + 15)  # the conventional status of a process ended by SIGTERM
+        sys.exit(early_sigterm.EXIT_CODE)
     except RuntimeError as err:
         if not from_command_line or not is_collective_timeout(err):
             raise

@@ -59,3 +59,23 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
     steps = {torch.load(c, weights_only=False)["global_step"] for c in run_dir.rglob("*.ckpt")}
     assert {step, step + 1000, step + 2000} <= steps  # it went on from the interrupted step
     assert checkpoint.is_file()  # the interruption checkpoint outlives the resumed run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.3, 1.0], ids=["at-once", "a-second-in"])
+def test_sigterm_before_training_exits_143_with_one_line(tmp_path, after_s):
+    """Before: killed silently by the default action (exit -15), or, once Lightning was
+    imported, nothing said why the run folder is empty."""
+    command = [sys.executable, str(REPO / "train.py"), "fit", "--config",
+               "synthetic_online_amsgrad.yaml", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, env=offline_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(after_s)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "error: interrupted by SIGTERM before training began: nothing was trained or saved; "
+        "run the same command again"
+    )
+    assert "Traceback" not in err

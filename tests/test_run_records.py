@@ -296,3 +296,55 @@ def test_a_precision_lightning_would_replace_is_refused(workdir):
     assert _fit(
         "--trainer.accelerator=cpu", "--trainer.precision=bf16-mixed"
     ).trainer.precision == ("bf16-mixed")
+
+
+def _refuse_writes_under(monkeypatch, folder: Path) -> None:
+    """Creating folders and opening files for writing under ``folder`` fail as on a
+    read-only filesystem (tests run as root here, where chmod does not stop a write)."""
+    import builtins
+    import errno
+    import os
+
+    def refused(path) -> bool:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+
+    def error(path) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    real_mkdir, real_open = os.mkdir, builtins.open
+
+    def mkdir(path, *args, **kwargs):
+        if refused(path):
+            raise error(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") and refused(file):
+            raise error(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+def test_an_unwritable_runs_folder_is_one_line(workdir, monkeypatch):
+    """Before: a PermissionError traceback from the run-folder naming."""
+    (workdir / "runs").mkdir()
+    _refuse_writes_under(monkeypatch, workdir / "runs")
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot create the run folder runs/mnist_logreg_amsgrad/\S+ \(Permission denied\): "
+        "run from a writable folder or pass --trainer.default_root_dir",
+    ):
+        _fit()
+
+
+def test_resuming_into_a_read_only_run_folder_is_one_line(workdir, monkeypatch):
+    """Before: a PermissionError traceback when the resume began writing."""
+    cli = _fit()
+    run = Path(cli.trainer.default_root_dir)
+    _refuse_writes_under(monkeypatch, run)
+    with pytest.raises(
+        ConfigError, match=rf"run folder {run} is not writable \(Permission denied\)"
+    ):
+        _fit("--ckpt_path", "last", "--trainer.max_steps=6")
