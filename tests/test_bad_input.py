@@ -94,6 +94,16 @@ CASES = {
         "unrecognized arguments: --optimizer=torch.optim.SGD",
         None,
     ),
+    "a run folder that cannot be written": (
+        [*SYNTH, "--trainer.default_root_dir=a_file/run"],
+        "run folder a_file/run is not writable (Not a directory)",
+        lambda root: (root / "a_file").write_text("not a folder"),
+    ),
+    "fp16 AMP on a CPU": (
+        [*SYNTH, "--trainer.accelerator=cpu", "--trainer.precision=16-mixed"],
+        "trainer.precision=16-mixed is not available on cpu (Lightning would run bf16-mixed)",
+        None,
+    ),
     "checkpoint of another model": (
         [*MNIST, "--ckpt_path", "other.ckpt"],
         "is a checkpoint of another model than ImageClassifier",
