@@ -91,9 +91,22 @@ def mnist_args(
         "--trainer.check_val_every_n_epoch=null", f"--trainer.val_check_interval={every}",
         f"--trainer.log_every_n_steps={every}", f"--diag_every={every}",
         f"--trainer.logger={_logger(run_dir)}", f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.callbacks+={_stop('val/loss', run['target'])}",
-        *_ddp(world_size), *QUIET,
+        f"--trainer.callbacks={_diagnostics_and_stop(run['config'], 'val/loss', run['target'])}",
+        "--trainer.enable_checkpointing=false", *_ddp(world_size), *QUIET,
     ]  # fmt: skip
+
+
+def _diagnostics_and_stop(config: str, monitor: str, target: float) -> str:
+    """The config's OptimizerDiagnostics as it is, and StopAtTarget, as the only callbacks:
+    the image configs' checkpoints (saved at every evaluation here) would cost more than the
+    training of a logistic regression, and a steps-to-target run needs none."""
+    from lit_amsgrad.cli import load_config
+
+    callbacks = load_config(config)["trainer"].get("callbacks") or []
+    keep = [c for c in callbacks if c.get("class_path") == "callbacks.OptimizerDiagnostics"]
+    if not keep:
+        raise ConfigError(f"scaling draws diag/ keys: {config} must enable OptimizerDiagnostics")
+    return json.dumps([*keep, json.loads(_stop(monitor, target))])
 
 
 # ------------------------------------------------------------------------ running them
