@@ -104,9 +104,8 @@ def _edges(values: list[float]) -> list[float]:
 
 
 def plot_generic_adam(summary: dict[str, Any], stem: Path) -> None:
-    """Final iterate and average regret per (s, r) cell, the theory's region outlined.
-
-    Drawn from the JSON summary alone, so the figure can be redrawn without training."""
+    """Final iterate and average regret per (s, r) cell; hatched cells are inside the
+    theory's region, the line is its boundary. Drawn from the JSON summary alone."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,7 +115,7 @@ def plot_generic_adam(summary: dict[str, Any], stem: Path) -> None:
 
     rs, ss = summary["grid"]["r"], summary["grid"]["s"]
     problems = list(summary["configs"])
-    fig, axes = plt.subplots(len(problems), 2, figsize=(10, 4.3 * len(problems)),
+    fig, axes = plt.subplots(len(problems), 2, figsize=(11, 4.6 * len(problems)),
                              constrained_layout=True, squeeze=False)  # fmt: skip
     for row, problem in enumerate(problems):
         cell = {(p["r"], p["s"]): p for p in summary["points"] if p["problem"] == problem}
@@ -124,44 +123,56 @@ def plot_generic_adam(summary: dict[str, Any], stem: Path) -> None:
             values = np.array([[cell[(r, s)][key] for s in ss] for r in rs])
             ax = axes[row, col]
             if key == "final_x":
-                mesh = ax.pcolormesh(_edges(ss), _edges(rs), values, cmap="RdBu", vmin=-1, vmax=1)
-                label, title = r"final iterate $x_T$ (optimum $-1$)", "final iterate"
+                mesh = ax.pcolormesh(
+                    _edges(ss), _edges(rs), values, cmap="RdYlGn_r", vmin=-1, vmax=1
+                )
+                label, title = r"final iterate $x_T$ (optimum $x^* = -1$)", "final iterate"
             else:
-                norm = LogNorm(vmin=max(values.min(), 1e-3), vmax=values.max())
-                mesh = ax.pcolormesh(_edges(ss), _edges(rs), values, cmap="viridis", norm=norm)
-                label, title = r"average regret $R_T/T$", "average regret"
+                norm = LogNorm(vmin=max(values.min(), 1e-3), vmax=max(values.max(), 2e-3))
+                mesh = ax.pcolormesh(_edges(ss), _edges(rs), values, cmap="viridis_r", norm=norm)
+                label, title = r"average regret $R_T / T$", "average regret"
             fig.colorbar(mesh, ax=ax, label=label)
             for i, r in enumerate(rs):
                 for j, s in enumerate(ss):
-                    ax.text(s, r, f"{values[i, j]:.2g}", ha="center", va="center", fontsize=6,
-                            color="black")  # fmt: skip
-            _draw_region(ax, ss, rs)
+                    ax.text(s, r, f"{values[i, j]:+.2f}" if key == "final_x" else f"{values[i, j]:.2g}",
+                            ha="center", va="center", fontsize=6.5)  # fmt: skip
+            _draw_region(ax, ss, rs, first=(row == 0 and col == 0))
             rounds = summary["rounds"][problem]
             ax.set(xlabel=r"$s$ in $\alpha_t = \alpha / t^{s}$",
                    ylabel=r"$r$ in $\beta_{2,t} = 1 - \theta / t^{r}$",
-                   title=f"{problem} problem, T = {rounds:,} rounds: {title}")  # fmt: skip
-            if row == 0 and col == 0:
-                ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
-    fig.suptitle(r"Generic Adam on the counterexample: the theory's region $0 < r \leq 2s < 2$ "
-                 "(outlined) against where the iterate ends")  # fmt: skip
+                   title=f"{problem} problem, $T$ = {rounds:,} rounds: {title}")  # fmt: skip
+            ax.set_xticks(ss, [f"{s:g}" for s in ss], fontsize=7)
+            ax.set_yticks(rs, [f"{r:g}" for r in rs], fontsize=7)
+    fig.suptitle(r"Generic Adam on the counterexample of Reddi et al.: the theory's region "
+                 r"$0 < r \leq 2s < 2$ (hatched) against where the iterate ends")  # fmt: skip
+    fig.legend(loc="lower center", bbox_to_anchor=(0.5, -0.03), ncol=2, fontsize=8)
     for suffix in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(suffix), dpi=200)
+        fig.savefig(stem.with_suffix(suffix), dpi=200, bbox_inches="tight")
     plt.close(fig)
 
 
-def _draw_region(ax: Any, ss: list[float], rs: list[float]) -> None:
-    """The region 0 < r <= 2s, s < 1, clipped to the drawn grid."""
+def _draw_region(ax: Any, ss: list[float], rs: list[float], first: bool) -> None:
+    """Hatch the cells inside 0 < r <= 2s < 2 and draw the boundary r = 2s, s = 1."""
     import numpy as np
+    from matplotlib.patches import Rectangle
 
     s_edges, r_edges = _edges(ss), _edges(rs)
-    s_lo, s_hi = s_edges[0], min(1.0, s_edges[-1])
-    r_hi = r_edges[-1]
-    s_line = np.linspace(s_lo, s_hi, 200)
-    r_line = np.minimum(2 * s_line, r_hi)
-    poly_s = [*s_line, s_hi, s_lo]
-    poly_r = [*r_line, r_edges[0], r_edges[0]]
-    ax.fill(poly_s, poly_r, fill=False, hatch="//", edgecolor="black", lw=1.5,
-            label=r"theory: converges ($0 < r \leq 2s < 2$)")  # fmt: skip
+    for i, r in enumerate(rs):
+        for j, s in enumerate(ss):
+            if in_region(r, s):
+                ax.add_patch(Rectangle(
+                    (s_edges[j], r_edges[i]), s_edges[j + 1] - s_edges[j], r_edges[i + 1] - r_edges[i],
+                    fill=False, hatch="///", edgecolor="0.25", lw=0,
+                    label="cell inside the region" if first and not ax.patches else None,
+                ))  # fmt: skip
+    s_line = np.linspace(s_edges[0], min(1.0, s_edges[-1]), 100)
+    r_line = np.minimum(2 * s_line, r_edges[-1])
+    ax.plot(s_line, r_line, color="black", lw=1.8,
+            label=r"boundary: $r = 2s$ and $s = 1$" if first else None)  # fmt: skip
+    if s_edges[0] < 1.0 < s_edges[-1]:
+        ax.plot([1.0, 1.0], [r_edges[0], min(2.0, r_edges[-1])], color="black", lw=1.8)
+    ax.set_xlim(s_edges[0], s_edges[-1])
+    ax.set_ylim(r_edges[0], r_edges[-1])
 
 
 # ------------------------------------------------------------------- the subcommand

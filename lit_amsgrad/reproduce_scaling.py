@@ -342,28 +342,37 @@ def plot_scaling(summary: dict[str, Any], stem: Path) -> None:
             kept = [(p["batch_size"], p[key]) for p in points if p.get(key) is not None]
             if kept:
                 ax.plot(*zip(*kept, strict=True), marker="o", color=color, label=label)
-    ax_b.set(xlabel=r"mini-batch size $B$ (one process)", ylabel="optimizer steps to target",
-             title="mini-batch: steps to target against $B$")  # fmt: skip
-    b_text = ", ".join(f"{LABELS.get(t, t)} b = {i['per_process_batch']}"
+    b_text = ", ".join(f"$b$ = {i['per_process_batch']} ({LABELS.get(t, t)})"
                        for t, i in summary["tasks"].items())  # fmt: skip
-    ax_n.set(xlabel=r"DDP processes $N$ (global batch $N b$)", ylabel="optimizer steps to target",
-             title=f"distributed: steps to target against $N$ ({b_text})")  # fmt: skip
+    ax_b.set(xlabel=r"mini-batch size $B$ (one process)", ylabel="optimizer steps to target",
+             title=r"mini-batch: steps to target against $B$")  # fmt: skip
+    ax_n.set(xlabel=f"DDP processes $N$ (global batch $N b$; {b_text})",
+             ylabel="optimizer steps to target", title=r"distributed: steps to target against $N$")  # fmt: skip
     ax_gamma.set(xlabel=r"mini-batch size $B$", ylim=(-0.03, 1.03),
                  ylabel=r"fraction of coordinates with $\Gamma_t < 0$",
-                 title=r"diag/gamma_neg_frac, mean over the run")  # fmt: skip
+                 title="diag/gamma_neg_frac, mean over the run")  # fmt: skip
     ax_eff.set(xlabel=r"mini-batch size $B$", yscale="log",
-               ylabel=r"effective step $\alpha_t / (\sqrt{\hat v_t} + \epsilon)$",
+               ylabel=r"effective step $\alpha_t / (\sqrt{v_t} + \epsilon)$",
                title="diag/eff_lr/median, geometric mean over the run")  # fmt: skip
-    for ax in axes.flat:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    for ax, sweep in ((ax_b, "batch_size"), (ax_n, "world_size"), (ax_gamma, "batch_size"),
+                      (ax_eff, "batch_size")):  # fmt: skip
         ax.set_xscale("log", base=2)
+        ticks = sorted({p["world_size" if sweep == "world_size" else "batch_size"]
+                        for p in summary[sweep]})  # fmt: skip
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_formatter(ScalarFormatter())
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    targets = "; ".join(
-        f"{LABELS.get(t, t)}: {i['target_meaning']}" for t, i in summary["tasks"].items()
-    )
-    fig.suptitle(f"Generic Adam, steps to a fixed target\n{targets}", fontsize=9)
+    targets = "\n".join(f"{LABELS.get(t, t)}: target {i['target_meaning']}"
+                        for t, i in summary["tasks"].items())  # fmt: skip
+    fig.suptitle(f"Generic Adam ($r = 1$, $s = 1/2$): optimizer steps to a fixed target\n{targets}",
+                 fontsize=9)  # fmt: skip
     for suffix in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(suffix), dpi=200)
+        fig.savefig(stem.with_suffix(suffix), dpi=200, bbox_inches="tight")
     plt.close(fig)
 
 
