@@ -6,6 +6,7 @@ import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import torchvision.datasets.cifar as tv_cifar
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5
@@ -38,7 +39,9 @@ class CIFAR10DataModule(VisionDataModule):
         num_workers: DataLoader worker processes (``None``: up to 4, at most the usable cores).
         download: download in ``prepare_data`` when the files are missing.
         augment: random 32x32 crop with 4 pixels of padding and horizontal flips on the
-            training split (off in the paper's setting).
+            training split (off in the paper's setting); batched on the device with draws
+            seeded by (seed, epoch, batch) on the resident path.
+        per_sample: torchvision's per-sample path instead of the device-resident tensor.
     """
 
     dataset_cls = CIFAR10
@@ -55,9 +58,19 @@ class CIFAR10DataModule(VisionDataModule):
         num_workers: int | None = None,
         download: bool = True,
         augment: bool = False,
+        per_sample: bool = False,
     ) -> None:
-        super().__init__(data_dir, batch_size, val_size, train_size, seed, num_workers, download)
+        super().__init__(
+            data_dir, batch_size, val_size, train_size, seed, num_workers, download, per_sample
+        )
         self.augment = augment
+
+    def as_tensors(self, dataset: CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
+        return images, torch.as_tensor(dataset.targets, dtype=torch.long)
+
+    def augment_batches(self) -> bool:
+        return self.augment
 
     def train_transform(self) -> Callable:
         if not self.augment:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 from torchvision.datasets.utils import calculate_md5, check_integrity
@@ -29,11 +30,15 @@ class MNISTDataModule(VisionDataModule):
         seed: seed of the train/validation split (independent of ``seed_everything``).
         num_workers: DataLoader worker processes (``None``: up to 4, at most the usable cores).
         download: download in ``prepare_data`` when the files are missing.
+        per_sample: torchvision's per-sample path instead of the device-resident tensor.
     """
 
     dataset_cls = MNIST
     name = "MNIST"
     mean, std = MNIST_MEAN, MNIST_STD
+
+    def as_tensors(self, dataset: MNIST) -> tuple[torch.Tensor, torch.Tensor]:
+        return dataset.data.unsqueeze(1), dataset.targets.long()  # (N, 1, 28, 28) uint8
 
     def damaged_files(self) -> list[str]:
         raw = self.data_dir / "MNIST" / "raw"

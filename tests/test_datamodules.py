@@ -118,14 +118,18 @@ def test_cifar10_augmentation_changes_only_the_training_split(fake_cifar):
     torch.testing.assert_close(plain.train_set[i][0], plain.train_set[i][0])
 
 
-def test_global_batch_is_divided_by_world_size(fake_mnist):
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_global_batch_is_divided_by_world_size(per_sample, fake_mnist):
     root, _ = fake_mnist
-    dm = _mnist(root, batch_size=128)
-    dm.trainer = SimpleNamespace(world_size=2)
+    dm = _mnist(root, batch_size=128, per_sample=per_sample)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1)
     dm.setup("fit")
     assert dm.per_device_batch_size == 64
     assert dm.train_dataloader().batch_size == 64
-    assert next(iter(dm.val_dataloader()))[0].shape[0] == 50  # the 50 val images fit in one batch
+    assert next(iter(dm.train_dataloader()))[0].shape[0] == 64
+    # the 50 val images fit in one global batch; the resident path shards it itself (25 per
+    # process), the per-sample loader is sharded by Lightning's DistributedSampler later
+    assert next(iter(dm.val_dataloader()))[0].shape[0] == (50 if per_sample else 25)
 
 
 def test_global_batch_not_divisible_by_world_size_raises(fake_mnist):

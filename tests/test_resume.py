@@ -169,7 +169,8 @@ def _validations(path: Path) -> list[tuple[int, float]]:
 
 def _position_fit(root: Path, name: str, every: int, *extra: str, signal_at=("", -1, -1),
                   num_workers: int = 0, ckpt: Path | None = None):  # fmt: skip
-    """One fit of the logreg task in ``root/name``; returns (cli or None if SIGTERMed, record)."""
+    """One fit of the logreg task in ``root/name``; returns (cli or None if SIGTERMed, record).
+    With ``num_workers`` it runs the per-sample path (the resident path has no workers)."""
     cfg = load_config("mnist_logreg_amsgrad.yaml")
     for callback in cfg["trainer"]["callbacks"]:
         if callback["init_args"].get("every_n_train_steps"):
@@ -183,7 +184,8 @@ def _position_fit(root: Path, name: str, every: int, *extra: str, signal_at=("",
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     args = ["fit", "--config", str(path), "--data.data_dir=data", "--data.val_size=200",
-            f"--data.num_workers={num_workers}", "--trainer.logger=false",
+            f"--data.num_workers={num_workers}", f"--data.per_sample={num_workers > 0}",
+            "--trainer.logger=false",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             f"--trainer.max_epochs={_EPOCHS}", f"--trainer.default_root_dir={root / name}",
             *extra, *(["--ckpt_path", str(ckpt)] if ckpt else [])]  # fmt: skip
