@@ -31,6 +31,12 @@ def load_experiment(name: str, quick: bool) -> dict[str, Any]:
     return {**merged, "size": size}
 
 
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder (made if missing), not a file."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+
+
 def fit_quietly(args: list[str]) -> Any:
     """``train.py fit`` with ``args`` through the project's CLI (``lit_amsgrad.cli.main``),
     without a banner per run; returns the CLI (its trainer and model)."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lit_amsgrad.experiments import QUIET, fit_quietly, load_experiment
+from lit_amsgrad.experiments import QUIET, check_out, fit_quietly, load_experiment
 
 OPTIMIZER = "--model.init_args.optimizer.init_args"
 
@@ -64,6 +64,7 @@ def generic_adam(out: Path, quick: bool = False) -> dict[str, Any]:
     """Run every (problem, r, s) cell; write generic_adam.json/.png/.pdf under ``out``."""
     from rich.progress import Progress
 
+    check_out(out)
     spec = load_experiment("generic_adam", quick)
     out.mkdir(parents=True, exist_ok=True)
     cells = [(p, r, s) for p in spec["problems"] for r in spec["r"] for s in spec["s"]]

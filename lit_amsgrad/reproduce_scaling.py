@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_amsgrad.errors import ConfigError
-from lit_amsgrad.experiments import QUIET, fit_quietly, load_experiment
+from lit_amsgrad.experiments import QUIET, check_out, fit_quietly, load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -242,6 +242,7 @@ def scaling(out: Path, quick: bool = False, mnist_source: Path | None = None) ->
     """Run the B and N sweeps; write scaling.json/.png/.pdf under ``out``; returns the JSON."""
     from rich.progress import Progress
 
+    check_out(out)
     spec = load_experiment("scaling", quick)
     tasks = [task for task in TASKS if "batch_sizes" in spec.get(task, {})]
     data = None

@@ -81,6 +81,14 @@ def test_scaling_without_the_real_digits_is_one_error_line(tmp_path, capsys):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("command", ["generic_adam", "scaling"])
+def test_out_that_is_a_file_is_one_error_line(tmp_path, command):
+    (tmp_path / "o").write_text("")
+    with pytest.raises(SystemExit) as exited:
+        reproduce_main([command, "--out", str(tmp_path / "o"), "--quick"])
+    assert str(exited.value.code) == f"error: --out {tmp_path / 'o'} is a file, not a folder"
+
+
 # ----------------------------------------------------------------- the quick experiments
 @pytest.fixture(scope="module")
 def generic_quick(tmp_path_factory):
