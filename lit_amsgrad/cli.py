@@ -55,6 +55,9 @@ from lit_amsgrad.config_files import (  # noqa: F401 - re-exported: cli.resolve_
     resolve_config_args,
 )
 from lit_amsgrad.errors import ConfigError, condense_parse_error
+from lit_amsgrad.fit_summary import fit_summary
+from lit_amsgrad.quiet import silence_known_harmless
+from lit_amsgrad.report import fit_end_message
 from lit_amsgrad.resume import newest_intact, refuse_changed_settings
 from lit_amsgrad.run_record import RecordedConfigCallback, refuse_replaced_precision
 
@@ -90,6 +93,13 @@ class AMSGradCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
+        # imported here so that `fit --help` lists this project's models, data modules,
+        # callbacks and optimizers among the known subclasses (a config imports them anyway)
+        import callbacks  # noqa: F401
+        import datamodules  # noqa: F401
+        import lit_amsgrad.models  # noqa: F401
+        import lit_amsgrad.optim  # noqa: F401
+
         parser.set_defaults({"trainer.logger": {"class_path": DEFAULT_LOGGER}})
         parser.add_argument(
             "--diag_every",
@@ -191,6 +201,9 @@ class AMSGradCLI(LightningCLI):
             _finish_wandb(exit_code=early_sigterm.EXIT_CODE if interrupted else 1)
             raise
         _finish_wandb(exit_code=0)
+        if subcommand == "fit" and self.trainer.is_global_zero:
+            print(fit_summary(self.trainer, self.model))
+            print(fit_end_message(self.trainer.default_root_dir, self.trainer.loggers))
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         configured = list(config.get("callbacks") or []) + list(callbacks)
@@ -486,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> AMSGradCLI:
             raise
         sys.exit(f"error: {err}")
     os.environ.setdefault("WANDB_SILENT", "true")
+    silence_known_harmless()
     try:
         return _run_cli(resolved, from_command_line)
     finally:
