@@ -348,3 +348,33 @@ def test_resuming_into_a_read_only_run_folder_is_one_line(workdir, monkeypatch):
         ConfigError, match=rf"run folder {run} is not writable \(Permission denied\)"
     ):
         _fit("--ckpt_path", "last", "--trainer.max_steps=6")
+
+
+def test_a_python_fit_with_a_partial_optimizer_resumes_with_lightnings_defaults(workdir):
+    """Before: the `partial` went into the checkpoint's hyperparameters, and
+    `Trainer.fit(ckpt_path=...)` (torch.load with weights_only=True since torch 2.6) refused
+    to load it."""
+    import functools
+
+    import lightning as L
+
+    from datamodules import MNISTDataModule
+    from lit_amsgrad.models import ImageClassifier
+    from lit_amsgrad.optim import AMSGrad
+
+    def fit(max_steps: int, ckpt_path: str | None = None) -> L.Trainer:
+        model = ImageClassifier(optimizer=functools.partial(AMSGrad, lr=1e-2, betas=(0.9, 0.99)))
+        data = MNISTDataModule(data_dir="data", val_size=200, num_workers=0)
+        trainer = L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir="python_run")  # fmt: skip
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+        return trainer
+
+    first = fit(3)
+    (checkpoint,) = Path("python_run").rglob("*.ckpt")
+    saved = torch.load(checkpoint, weights_only=True)  # torch's default: plain values only
+    assert saved["hyper_parameters"]["optimizer"] == {
+        "class_path": "lit_amsgrad.optim.adam_family.AMSGrad",
+        "init_args": {"lr": 1e-2, "betas": [0.9, 0.99]},
+    }
+    assert fit(5, ckpt_path=str(checkpoint)).global_step == 5 > first.global_step
