@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lit_amsgrad.errors import ConfigError
-from lit_amsgrad.experiments import QUIET, check_out, fit_quietly, load_experiment
+from lit_amsgrad.experiments import ONE_THREAD, QUIET, check_out, fit_quietly, load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -121,6 +121,7 @@ def fit(args: list[str], run_dir: Path, world_size: int | None) -> None:
         k: v for k, v in os.environ.items() if not k.startswith(("WANDB_SERVICE", "LIT_AMSGRAD"))
     }
     env.setdefault("WANDB_MODE", "disabled")
+    env.update(ONE_THREAD)  # N processes on few cores: one thread each (experiments.one_thread)
     for key in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"):
         env.pop(key, None)  # a fresh rendezvous: Lightning picks a free port
     command = [sys.executable, str(REPO / "train.py"), "fit", *args]
