@@ -45,7 +45,7 @@ def classifier_summary(trainer: Any) -> str:
     best = getattr(trainer.checkpoint_callback, "best_model_score", None)
     if best is not None and trainer.checkpoint_callback.monitor:
         parts.append(f"best {trainer.checkpoint_callback.monitor} {float(best):.4f}")
-    step = f"after {trainer.global_step:,} steps ({trainer.current_epoch} epochs)"
+    step = f"after {trainer.global_step:,} optimizer steps"
     return f"result {step}: {', '.join(parts) or 'no metrics logged'}"
 
 
