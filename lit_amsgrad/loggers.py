@@ -47,12 +47,14 @@ class RunLabel:
     task: str | None = None
     seed: int | None = None
     changed: dict[str, Any] = field(default_factory=dict)
+    #: the optimizer the config itself names (None: not a config of this repository)
+    config_optimizer: str | None = None
 
     @property
     def name(self) -> str:
         """``<config> [<optimizer if not the config's>] key=value ...``."""
         parts = [self.config]
-        if self.optimizer and self.optimizer.lower() not in self.config.lower():
+        if self.optimizer and self.optimizer != self.config_optimizer:
             parts.append(self.optimizer)
         parts += [f"{_short(key, self.changed)}={_fmt(v)}" for key, v in self.changed.items()]
         return " ".join(parts)
@@ -84,20 +86,37 @@ def describe_run(config_name: str, run_config: Mapping[str, Any]) -> RunLabel:
         and not any(part in _NOT_SETTINGS for part in key.split("."))
         and key != "seed_everything"
     }
-    model = run_config.get("model") or {}
-    optimizer = (model.get("init_args") or {}).get("optimizer") or {}
-    optimizer_class = optimizer.get("class_path") if isinstance(optimizer, Mapping) else None
-    task = base.get("model", {}).get("init_args", {}).get("net") or (
-        base.get("model", {}).get("init_args", {}).get("problem")
-    )
     seed = run_config.get("seed_everything")
     return RunLabel(
         config=config_name,
-        optimizer=optimizer_class.rsplit(".", 1)[-1] if optimizer_class else None,
-        task=str(task) if task else None,
+        optimizer=_optimizer_of(run_config),
+        task=_task_of(config_name),
         seed=int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None,
         changed=changed,
+        config_optimizer=_optimizer_of(base),
     )
+
+
+def _optimizer_of(config: Mapping[str, Any]) -> str | None:
+    """The class name of ``model.init_args.optimizer.class_path``, if the config has one."""
+    model = config.get("model") or {}
+    optimizer = (
+        (model.get("init_args") or {}).get("optimizer") if isinstance(model, Mapping) else None
+    )
+    class_path = optimizer.get("class_path") if isinstance(optimizer, Mapping) else None
+    return str(class_path).rsplit(".", 1)[-1] if class_path else None
+
+
+def _task_of(config_name: str) -> str | None:
+    """The task fragment ``--config config_name`` merges (configs/tasks/<task>.yaml), if any."""
+    from lit_amsgrad.cli import TASK_DIR, resolve_config
+
+    try:
+        files = resolve_config(config_name)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    tasks = [Path(f).stem for f in files if Path(f).parent.name == TASK_DIR.name]
+    return tasks[0] if tasks else None
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -174,6 +193,9 @@ class RunWandbLogger(WandbLogger):
             name=name, save_dir=save_dir, project=project, offline=offline, id=id,
             log_model=log_model, **kwargs,
         )  # fmt: skip
+        # absolute: W&B's service process outlives a run and resolves a relative folder
+        # against its own working directory, not this process's current one
+        self._wandb_init["dir"] = str(Path(save_dir).resolve())
 
     @property
     def experiment(self) -> Any:

@@ -64,7 +64,8 @@ def wait_for_wandb_exit(run: Path, seconds: float = 20.0) -> None:
         if files and all(read_wandb(f).finished for f in files):
             return
         time.sleep(0.2)
-    raise AssertionError(f"no complete W&B run file under {run} after {seconds} s")
+    unfinished = [str(f) for f in run.rglob("run-*.wandb") if not read_wandb(f).finished]
+    raise AssertionError(f"no complete W&B run file under {run} after {seconds} s: {unfinished}")
 
 
 def test_report_draws_the_same_run_from_its_wandb_file_and_its_csv(workdir):
@@ -137,13 +138,14 @@ def test_run_name_says_config_optimizer_and_changed_settings(workdir):
     assert name.startswith("synthetic_online_amsgrad Adam ")
     assert "lr=0.25" in name.split() and "log_every_n_steps=40" in name.split()
     assert "num_rounds=600" in name.split()
-    assert {"Adam", "online", "seed=0"} <= set(tags[-1])
+    assert {"Adam", "synthetic_online", "seed=0"} <= set(tags[-1])
     config = {}
     for record in wandb_records(run_file):
         if record.HasField("config"):
             config.update({u.key: json.loads(u.value_json) for u in record.config.update})
     assert config["optimizer_name"] == "Adam"
     assert config["config_name"] == "synthetic_online_amsgrad"
+    assert config["task_name"] == "synthetic_online"
 
 
 def test_fit_end_message_names_the_folder_the_sync_and_the_draw(workdir):
@@ -187,3 +189,18 @@ def test_read_wandb_of_a_cut_off_file_keeps_the_complete_records(workdir):
     key = "diag/eff_lr/min"
     assert 0 < len(part.curves.get(key, [])) < len(whole.curves[key])
     assert part.curves[key] == whole.curves[key][: len(part.curves[key])]  # same points
+
+
+def test_a_later_run_in_another_working_directory_writes_into_its_own_folder(workdir, monkeypatch):
+    """W&B's service outlives a run and resolved a relative run folder against the working
+    directory it started in: a second fit after a chdir wrote its W&B file into the first
+    directory's runs/."""
+    fit_with_both_loggers(workdir / "first")
+    second = workdir / "second"
+    second.mkdir()
+    monkeypatch.chdir(second)
+    cli = train_main(["fit", "--config", SYNTHETIC, *SHORT])
+    run = Path(cli.trainer.default_root_dir)
+    assert not run.is_absolute()  # the CLI's relative runs/<config>/<time>
+    wait_for_wandb_exit(second / run)
+    assert not list((workdir / "first").glob("runs/**/*.wandb"))
