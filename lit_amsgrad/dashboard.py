@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> Any:
     parser.add_argument("--dry-run", action="store_true", help="build and write, do not save")
     parser.add_argument("--out", type=Path, help="with --dry-run: write the definition here")
     args = parser.parse_args(argv)
+    if args.out is not None and not args.dry_run:
+        sys.exit("error: --out writes the definition of a --dry-run: add --dry-run, or drop "
+                 "--out to save to W&B")  # fmt: skip
     if args.figure2_report is not None:
         from lit_amsgrad.registry import FIGURE2_TASKS
 

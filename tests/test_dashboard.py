@@ -163,3 +163,11 @@ def test_save_without_credentials_is_one_error_line(tmp_path, monkeypatch):
     message = str(exit_.value.code)
     assert message.startswith("error: ") and "\n" not in message
     assert "wandb login" in message and "--dry-run" in message
+
+
+def test_out_without_dry_run_is_one_error_line(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        dashboard_main(["--entity", "someone", "--out", str(tmp_path / "ws.json")])
+    message = str(exit_.value.code)
+    assert message.startswith("error: ") and "\n" not in message and "--dry-run" in message
+    assert not (tmp_path / "ws.json").exists()
