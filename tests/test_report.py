@@ -204,3 +204,16 @@ def test_a_later_run_in_another_working_directory_writes_into_its_own_folder(wor
     assert not run.is_absolute()  # the CLI's relative runs/<config>/<time>
     wait_for_wandb_exit(second / run)
     assert not list((workdir / "first").glob("runs/**/*.wandb"))
+
+
+def test_runs_of_a_sweep_agent_say_so_and_others_are_fits(tmp_path, monkeypatch):
+    from lit_amsgrad.loggers import RunWandbLogger
+
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    plain = RunWandbLogger(name="mnist_logreg", save_dir=str(tmp_path), offline=True)
+    assert plain._wandb_init["job_type"] == "fit" and not plain._wandb_init.get("tags")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    swept = RunWandbLogger(name="mnist_logreg", save_dir=str(tmp_path), offline=True, tags=["x"])
+    assert swept._wandb_init["job_type"] == "sweep" and swept._wandb_init["tags"] == ["x", "sweep"]
+    grid = RunWandbLogger(name="g", save_dir=str(tmp_path), offline=True, job_type="figure2")
+    assert grid._wandb_init["job_type"] == "figure2"
