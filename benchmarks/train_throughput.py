@@ -1,13 +1,25 @@
-"""CIFARNET training throughput: the Lightning path of train.py against a plain PyTorch loop.
+"""Training images/s of one epoch: the Lightning path against a plain PyTorch loop, per task.
 
-Both paths train the same network from the same initial weights with the same optimizer
-(paper-mode AMSGrad, lr 3e-4), batch (128) and in-memory CIFAR-sized data. They run
-interleaved step by step in one process, so a busy machine slows both alike: a callback at the
-end of every Lightning step runs one step of the plain loop. A Lightning step is timed from the
-end of the previous plain step to the end of its own batch, so it includes everything the
-Trainer does between batches (fetching, hooks, logging, the optimizer closure).
+For logistic regression, the MLP and CIFARNET, in one run and one process:
 
-    python benchmarks/train_throughput.py --steps 40 --warmup 5
+- **plain loop**: the textbook loop over the resident uint8 tensor (index a shuffled batch,
+  normalise, forward, cross-entropy, zero_grad, backward, step), same network, initial
+  weights and optimizer (the task config's paper-mode AMSGrad);
+- **Lightning, resident**: ``ImageClassifier`` and the real datamodule in a ``Trainer``
+  (no logger, checkpoints, progress bar or validation: the loop itself);
+- **Lightning, train.py callbacks**: the same plus what the task config adds
+  (``OptimizerDiagnostics`` at its 50 steps, the periodic and best ``ModelCheckpoint``,
+  a CSV logger);
+- **Lightning, per-sample**: ``per_sample=True`` (torchvision's PIL path, DataLoader).
+
+Rounds alternate the paths, so a busy machine slows all of them alike; each ratio is
+Lightning over plain images/s of the same round, and the median and range over rounds are
+printed. The epoch is timed from ``on_train_epoch_start`` to ``on_train_epoch_end``
+(setup and the data read are not in it). The data are fake images in the real on-disk
+formats unless ``--data-dir`` holds real ones.
+
+    python benchmarks/train_throughput.py [--tasks logreg mlp cifarnet] [--rounds 3]
+        [--train-size 20000] [--cifar-train-size 1024] [--threads 1] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -16,114 +28,174 @@ import argparse
 import functools
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
 
+from datamodules import CIFAR10DataModule, MNISTDataModule
 from lit_amsgrad.models import ImageClassifier
 from lit_amsgrad.optim import AMSGrad
 
-OPTIMIZER = functools.partial(AMSGrad, lr=3e-4, betas=(0.9, 0.999), bias_correction="none")
+TASKS = {  # net: (datamodule class, the task config's optimizer)
+    "logreg": (MNISTDataModule, functools.partial(AMSGrad, lr=1e-2, lr_schedule="inv_sqrt")),
+    "mlp": (MNISTDataModule, functools.partial(AMSGrad, lr=1e-3)),
+    "cifarnet": (CIFAR10DataModule, functools.partial(AMSGrad, lr=3e-4)),
+}
+PATHS = (
+    "plain loop",
+    "Lightning, resident",
+    "Lightning, train.py callbacks",
+    "Lightning, per-sample",
+)
 
 
-def fake_cifar_loader(steps: int, batch_size: int) -> DataLoader:
-    """Random 3x32x32 images (already normalised) and labels, enough for ``steps`` batches."""
-    g = torch.Generator().manual_seed(0)
-    n = steps * batch_size
-    images = torch.randn(n, 3, 32, 32, generator=g)
-    labels = torch.randint(0, 10, (n,), generator=g)
-    return DataLoader(TensorDataset(images, labels), batch_size=batch_size, shuffle=True)
+def write_fake_data(root: Path, mnist_train: int, cifar_train: int) -> None:
+    """Fake MNIST and CIFAR-10 in the real formats (``tests/fakedata.py``), 5,000 more
+    training images each for the held-out split the datamodules take first."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tests/
+    from tests.fakedata import write_fake_cifar10, write_fake_mnist
+
+    write_fake_mnist(root, n_train=mnist_train + 5000, n_test=10)
+    write_fake_cifar10(root, n_per_batch=-(-(cifar_train + 5000) // 5), n_test=10)
 
 
-def fresh_model() -> ImageClassifier:
+def datamodule(net: str, data_dir: Path, train_size: int, **kw) -> L.LightningDataModule:
+    cls, _ = TASKS[net]
+    return cls(data_dir=data_dir, val_size=5000, train_size=train_size, num_workers=0, **kw)
+
+
+def fresh_model(net: str) -> ImageClassifier:
     torch.manual_seed(0)
-    return ImageClassifier(net="cifarnet", optimizer=OPTIMIZER)
+    return ImageClassifier(net=net, optimizer=TASKS[net][1])
 
 
-class PlainLoop:
-    """The textbook loop, one step at a time: fetch, forward, cross-entropy, zero_grad, backward, step."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.net = fresh_model().net.train()
-        self.optimizer = OPTIMIZER(self.net.parameters())
-        self.batches: Iterator = iter(loader)
-
-    def step(self) -> None:
-        x, y = next(self.batches)
-        loss = F.cross_entropy(self.net(x), y)
-        self.optimizer.zero_grad()
+def plain_loop(net: str, data_dir: Path, train_size: int, device: str) -> float:
+    """Images/s of one epoch of the textbook loop over the resident tensor."""
+    dm = datamodule(net, data_dir, train_size)
+    dm.setup("fit")
+    data = dm.resident(dm.train_set).to(device)
+    model = fresh_model(net).net.to(device).train()
+    optimizer = TASKS[net][1](model.parameters())
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0)).to(device)
+    _sync(device)
+    start = time.perf_counter()
+    for first in range(0, len(data), 128):
+        index = order[first : first + 128]
+        loss = F.cross_entropy(model(data.normalise(data.images[index])), data.labels[index])
+        optimizer.zero_grad()
         loss.backward()
-        self.optimizer.step()
+        optimizer.step()
+    _sync(device)
+    return len(data) / (time.perf_counter() - start)
 
 
-class Interleave(L.Callback):
-    """After each Lightning step, runs and times one plain step; records both step times."""
+class EpochTimer(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        _sync(pl_module.device.type)
+        self.start = time.perf_counter()
 
-    def __init__(self, plain: PlainLoop) -> None:
-        self.plain = plain
-        self.lightning_s: list[float] = []
-        self.plain_s: list[float] = []
-        self._mark: float | None = None
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self._mark is not None:
-            self.lightning_s.append(now - self._mark)
-        self.plain.step()
-        self._mark = time.perf_counter()
-        self.plain_s.append(self._mark - now)
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        _sync(pl_module.device.type)
+        self.seconds = time.perf_counter() - self.start
 
 
-def measure(steps: int, batch_size: int) -> Interleave:
-    """One Lightning fit() of ``steps`` steps (as train.py builds it) interleaved with the plain loop."""
-    loader = fake_cifar_loader(steps, batch_size)
-    probe = Interleave(PlainLoop(loader))
+def lightning_epoch(net: str, data_dir: Path, train_size: int, device: str, *,
+                    per_sample: bool = False, config_callbacks: bool = False) -> float:  # fmt: skip
+    """Images/s of one Lightning epoch of ``ImageClassifier`` on the real datamodule."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from callbacks import OptimizerDiagnostics
+
+    timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
+        extra, logger = [], False
+        if config_callbacks:  # what configs/tasks/<task>.yaml adds
+            extra = [
+                OptimizerDiagnostics(log_every_n_steps=50, histogram_every_n_steps=500,
+                                     on_nonfinite="stop"),
+                ModelCheckpoint(dirpath=tmp, save_last=True),
+                ModelCheckpoint(dirpath=tmp, every_n_train_steps=500, filename="last-periodic"),
+            ]  # fmt: skip
+            logger = CSVLogger(tmp)
         trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_steps=steps, max_epochs=1, logger=CSVLogger(tmp),
-            callbacks=[probe], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-            default_root_dir=tmp,
+            accelerator=device, devices=1, max_epochs=1, logger=logger,
+            callbacks=[timer, *extra], enable_checkpointing=config_callbacks,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+            num_sanity_val_steps=0, default_root_dir=tmp,
         )  # fmt: skip
-        trainer.fit(fresh_model(), train_dataloaders=loader)
-    return probe
+        dm = datamodule(net, data_dir, train_size, per_sample=per_sample)
+        trainer.fit(fresh_model(net), datamodule=dm)
+    return train_size / timer.seconds
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(net: str, data_dir: Path, train_size: int, device: str, rounds: int,
+            per_sample: bool) -> dict[str, list[float]]:  # fmt: skip
+    runs = {
+        PATHS[0]: lambda: plain_loop(net, data_dir, train_size, device),
+        PATHS[1]: lambda: lightning_epoch(net, data_dir, train_size, device),
+        PATHS[2]: lambda: lightning_epoch(net, data_dir, train_size, device, config_callbacks=True),
+    }
+    if per_sample:
+        runs[PATHS[3]] = lambda: lightning_epoch(net, data_dir, train_size, device, per_sample=True)
+    results: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run()  # warm-up: first-call costs (imports, allocator, kernels) are not the loop's
+    for _ in range(rounds):
+        for name, run in runs.items():
+            results[name].append(run())
+    return results
+
+
+def report(net: str, results: dict[str, list[float]]) -> None:
+    plain = results[PATHS[0]]
+    for name, values in results.items():
+        line = f"  {name:31s} {statistics.median(values):9.0f} images/s (range {min(values):.0f}-{max(values):.0f})"
+        if name != PATHS[0]:
+            ratios = [v / p for v, p in zip(values, plain, strict=True)]
+            line += f"   ratio {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f})"
+        print(line, flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="training steps of each path")
-    parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the timing")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs of each path")
+    parser.add_argument("--train-size", type=int, default=20000, help="MNIST images per epoch")
+    parser.add_argument(
+        "--cifar-train-size", type=int, default=1024, help="CIFAR-10 images per epoch"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--no-per-sample", action="store_true", help="skip the per-sample path")
+    parser.add_argument("--data-dir", type=Path, default=None, help="real data (else fake)")
     args = parser.parse_args()
-    if not 1 <= args.warmup < args.steps - 1:
-        parser.error("need 1 <= --warmup < --steps - 1")
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    print(
-        f"CIFARNET, AMSGrad (paper mode), batch {args.batch_size}, {args.steps} steps each, "
-        f"first {args.warmup} not timed, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
-    probe = measure(args.steps, args.batch_size)
-    # lightning_s[i] is Lightning step i + 1 (step 0 has no previous plain step to time from)
-    lightning_s = probe.lightning_s[args.warmup - 1 :]
-    plain_s = probe.plain_s[args.warmup :]
-    for name, times in (("plain loop", plain_s), ("Lightning path", lightning_s)):
-        print(
-            f"{name:15s}: {args.batch_size / statistics.median(times):7.1f} images/s median, "
-            f"{args.batch_size * len(times) / sum(times):7.1f} images/s mean over {len(times)} steps"
-        )
-    median_ratio = statistics.median(plain_s) / statistics.median(lightning_s)
-    mean_ratio = sum(plain_s) / len(plain_s) / (sum(lightning_s) / len(lightning_s))
-    print(
-        f"ratio Lightning/plain: {median_ratio:.3f} (medians), {mean_ratio:.3f} (means); target >= 0.9"
-    )
+    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+          f"device {args.device}, batch 128, {args.rounds} rounds")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir or Path(tmp)
+        if args.data_dir is None:
+            write_fake_data(data_dir, args.train_size, args.cifar_train_size)
+        for net in args.tasks:
+            size = args.cifar_train_size if net == "cifarnet" else args.train_size
+            print(f"{net}: one epoch of {size} images", flush=True)
+            results = measure(net, data_dir, size, args.device, args.rounds, not args.no_per_sample)
+            report(net, results)
 
 
 if __name__ == "__main__":

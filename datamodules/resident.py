@@ -119,8 +119,11 @@ class ResidentLoader(ResumableState):
         order = order.to(self.data.images.device)
         for start in range(skip, len(order), self.global_batch_size):
             batch = order[start : start + self.global_batch_size]
-            part = shard(torch.arange(len(batch)), self.rank, self.world_size)
-            mine = batch[part.to(batch.device)]
+            if self.world_size == 1:
+                part, mine = slice(None), batch
+            else:
+                part = shard(torch.arange(len(batch)), self.rank, self.world_size)
+                mine = batch[part.to(batch.device)]
             images = self.data.images[mine]
             if self.augment:
                 # drawn for the global batch, so a world size does not change them
