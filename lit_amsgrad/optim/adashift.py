@@ -160,7 +160,9 @@ class AdaShift(AdaptiveOptimizer):
         # made here, not in __init__: pickling and deepcopy keep only the state
         cache = self.__dict__.setdefault("_window_cache", {})
         entry = cache.get(id(state))
-        if entry is None or any(entry[0].get(key) is not state.get(key) for key in self._HELD_KEYS):
+        # the identities of the held tensors (the entry keeps them alive, so no id is reused)
+        held_ids = tuple(map(id, map(state.get, self._HELD_KEYS)))
+        if entry is None or entry[0] != held_ids:
             self._upgrade(group, param, state)
             sq_max = state.get("grad_queue_sq_max")
             sq_slots = sq_max.unbind(0) if sq_max is not None else None
@@ -171,8 +173,8 @@ class AdaShift(AdaptiveOptimizer):
                 if sq_slots is not None:
                     tensors["shifted_sq"] = sq_slots[i]
                 slots.append(tensors)
-            held = {key: state.get(key) for key in self._HELD_KEYS}
-            entry = cache[id(state)] = (held, slots)
+            held = [state.get(key) for key in self._HELD_KEYS]
+            entry = cache[id(state)] = (held_ids, slots, held)
         return entry[1]
 
     def _upgrade(self, group: dict[str, Any], param: Tensor, state: dict) -> None:

@@ -276,7 +276,9 @@ class AdaptiveOptimizer(Optimizer):
     ) -> dict[str, Tensor]:
         """The state tensors step t reads and writes (default: all but ``step``); a rule with
         a ring buffer hands out the slot of step t as a view (AdaShift)."""
-        return {key: value for key, value in state.items() if key != "step"}
+        tensors = dict(state)  # a C-level copy: a comprehension cost 3x, 60 times a step
+        del tensors["step"]
+        return tensors
 
     def update_moments(self, grad: Tensor, state: dict[str, Tensor], s: StepScalars) -> None:
         """Update the moments in place from the gradient of step t."""
@@ -448,9 +450,10 @@ class AdaptiveOptimizer(Optimizer):
     def _collect(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor], list[dict]]:
         params, grads, states = [], [], []
         for param in group["params"]:
-            if param.grad is None:
+            grad = param.grad
+            if grad is None:
                 continue
-            if param.grad.is_sparse:
+            if grad.is_sparse:
                 raise RuntimeError(
                     f"{type(self).__name__} does not support sparse gradients "
                     "(use dense gradients, e.g. nn.Embedding(sparse=False))"
@@ -460,7 +463,7 @@ class AdaptiveOptimizer(Optimizer):
                 state.update(self.init_state(group, param))
                 state["step"] = torch.tensor(0.0, dtype=torch.float32)
             params.append(param)
-            grads.append(param.grad)
+            grads.append(grad)
             states.append(state)
         return params, grads, states
 
