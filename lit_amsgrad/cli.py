@@ -139,9 +139,10 @@ class AMSGradCLI(LightningCLI):
             # finds them in the newest earlier run folder of the same config.
             checkpoint, resumed_run = find_previous_checkpoint(self.run_name, ckpt_path)
             config["ckpt_path"] = ckpt_path = str(checkpoint)
-        if config.get("untrained") and (self.subcommand == "fit" or ckpt_path is not None):
+        scoring = self.subcommand in ("test", "validate", "predict")
+        if config.get("untrained") and (not scoring or ckpt_path is not None):
             raise ConfigError("--untrained is for test/validate/predict without --ckpt_path")
-        if ckpt_path is None and self.subcommand != "fit" and not config.get("untrained"):
+        if ckpt_path is None and scoring and not config.get("untrained"):
             raise ConfigError(
                 f"{self.subcommand} without --ckpt_path would score untrained weights: pass "
                 "--ckpt_path best, last or a .ckpt file (or --untrained to score the initial "

@@ -196,6 +196,10 @@ class RunWandbLogger(WandbLogger):
         # absolute: W&B's service process outlives a run and resolves a relative folder
         # against its own working directory, not this process's current one
         self._wandb_init["dir"] = str(Path(save_dir).resolve())
+        # Lightning passes anonymous=None, and wandb >= 0.19 warns on every run that the
+        # setting has no effect: only a value given on purpose is passed on
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
 
     @property
     def experiment(self) -> Any:
