@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import math
-import struct
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import OptimizerDiagnostics
+from tests.wandb_records import read_history
 
 CONTRACT_KEYS = (  # the diag/ keys of docs/design.md
     "diag/eff_lr/min",
@@ -167,40 +166,7 @@ def test_invalid_arguments():
 
 
 # ---------------------------------------------------------------- W&B offline
-def read_wandb_history(run_file: Path) -> list[dict[str, object]]:
-    """History rows of a .wandb file: W&B's LevelDB-style log of protobuf ``Record``s.
-
-    7-byte file header ":W&B" + magic + version, then 32 KiB blocks of chunks, each with a
-    (crc32, length, type) header; types FULL=1, FIRST=2, MIDDLE=3, LAST=4.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, pending, rows = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        room = block - pos % block
-        if room < 7:  # trailer padding
-            pos += room
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending + chunk if kind == 4 else chunk)
-            pending = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append(
-                    {
-                        (i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                        for i in record.history.item
-                    }
-                )
-        elif kind == 2:
-            pending = chunk
-        elif kind == 3:
-            pending += chunk
-    return rows
+read_wandb_history = read_history  # the rows of a .wandb file (tests/wandb_records.py)
 
 
 def test_wandb_offline_run_has_scalars_and_histograms(tmp_path, monkeypatch):
