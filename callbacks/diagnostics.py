@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.adapters import moment_view
+from callbacks.adapters import histogram_loggers, log_histograms, moment_view
 from callbacks.nonfinite import (
     LAST_GOOD,
     NonFiniteError,
@@ -113,8 +111,8 @@ class OptimizerDiagnostics(pl.Callback):
                 view,
                 names,
                 on_metrics=(lambda m, s, t=trainer: self._log(t, m, s)) if zero else None,
-                on_histograms=(lambda h, s, t=trainer: self._log_histograms(t, h, s))
-                if zero and any(isinstance(lg, WandbLogger) for lg in trainer.loggers)
+                on_histograms=(lambda h, s, t=trainer: log_histograms(t.loggers, h, s))
+                if zero and histogram_loggers(trainer.loggers)
                 else None,
                 log_every_n_steps=self.log_every_n_steps,
                 histogram_every_n_steps=self.histogram_every_n_steps,
@@ -184,19 +182,6 @@ class OptimizerDiagnostics(pl.Callback):
     def _log(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
-
-    @staticmethod
-    def _log_histograms(trainer: pl.Trainer, hists: dict[str, Any], step: int) -> None:
-        import wandb
-
-        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-
-        payload = {
-            key: wandb.Histogram(np_histogram=(counts.astype(np.int64), edges))
-            for key, (counts, edges) in hists.items()
-        }
-        for logger in wandb_loggers:
-            logger.log_metrics(payload, step=step)
 
 
 def _completed_steps(optimizer: torch.optim.Optimizer) -> int:

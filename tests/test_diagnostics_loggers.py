@@ -300,3 +300,16 @@ def test_log_histograms_to_tensorboard_and_not_to_csv(tmp_path):
     assert hist["sum"] == pytest.approx((counts * centers).sum())
     assert hist["sum_squares"] == pytest.approx((counts * centers**2).sum())
     assert csv_logger.experiment.metrics == []  # scalars only: no histograms there
+
+
+def test_a_fit_sends_the_effective_step_histograms_to_tensorboard(tmp_path):
+    """Before: the callback sent histograms to W&B loggers only; TensorBoard got scalars."""
+    tensorboard = RecordedTensorBoardLogger(tmp_path)
+    diag = OptimizerDiagnostics(log_every_n_steps=3, histogram_every_n_steps=6)
+    fit(tmp_path, [tensorboard], diag, max_steps=12)
+    histograms = tensorboard.experiment.histograms
+    assert histograms, "no histogram reached TensorBoard"
+    for key, entries in histograms.items():
+        assert key.startswith("diag_hist/eff_lr")
+        assert [e["step"] for e in entries] == [6, 12]
+        assert all(e["num"] > 0 for e in entries)
