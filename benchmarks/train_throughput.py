@@ -12,6 +12,10 @@ For logistic regression, the MLP and CIFARNET, in one run and one process:
   a CSV logger);
 - **Lightning, per-sample**: ``per_sample=True`` (torchvision's PIL path, DataLoader).
 
+First it measures what a bare ``Trainer`` itself adds per step (a one-weight model on the
+same loader, minus the same loop without Lightning), and for each task the ratio that cost
+alone allows: plain step / (plain step + Lightning's cost).
+
 Rounds alternate the paths, so a busy machine slows all of them alike; each ratio is
 Lightning over plain images/s of the same round, and the median and range over rounds are
 printed. The epoch is timed from ``on_train_epoch_start`` to ``on_train_epoch_end``
@@ -63,6 +67,9 @@ def write_fake_data(root: Path, mnist_train: int, cifar_train: int) -> None:
 
     write_fake_mnist(root, n_train=mnist_train + 5000, n_test=10)
     write_fake_cifar10(root, n_per_batch=-(-(cifar_train + 5000) // 5), n_test=10)
+    import torchvision.datasets.cifar as cifar  # fake files cannot have the official md5s
+
+    cifar.check_integrity = lambda fpath, md5=None: Path(fpath).is_file()
 
 
 def datamodule(net: str, data_dir: Path, train_size: int, **kw) -> L.LightningDataModule:
@@ -135,6 +142,45 @@ def lightning_epoch(net: str, data_dir: Path, train_size: int, device: str, *,
     return train_size / timer.seconds
 
 
+class _OneWeight(L.LightningModule):
+    """A model whose step costs nothing: what is left of a Lightning step is Lightning's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w * batch[0][0, 0, 0, 0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def lightning_own_cost(rounds: int, steps: int = 400) -> list[float]:
+    """Seconds per step that a bare Trainer adds to a one-weight model on the resident loader
+    (the same loop without Lightning subtracted), one value per round."""
+    from datamodules.resident import ResidentImages, ResidentLoader
+
+    images = torch.randint(0, 256, (128 * steps, 1, 28, 28), dtype=torch.uint8)
+    data = ResidentImages(images, torch.zeros(len(images), dtype=torch.long), (0.5,), (0.25,))
+    costs = []
+    for _ in range(rounds + 1):
+        timer, model = EpochTimer(), _OneWeight()
+        trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, callbacks=[timer],
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False)  # fmt: skip
+        trainer.fit(model, ResidentLoader(data, 128, shuffle=True))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        start = time.perf_counter()
+        for x, _ in ResidentLoader(data, 128, shuffle=True):
+            loss = (model.w * x[0, 0, 0, 0]).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        costs.append((timer.seconds - (time.perf_counter() - start)) / steps)
+    return costs[1:]  # the first round warms up
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -191,11 +237,19 @@ def main() -> None:
         data_dir = args.data_dir or Path(tmp)
         if args.data_dir is None:
             write_fake_data(data_dir, args.train_size, args.cifar_train_size)
+        own = lightning_own_cost(args.rounds)
+        print(f"Lightning's own cost per step (bare Trainer, one-weight model, resident loader): "
+              f"{statistics.median(own) * 1e3:.2f} ms (range {min(own) * 1e3:.2f}-{max(own) * 1e3:.2f})")  # fmt: skip
         for net in args.tasks:
             size = args.cifar_train_size if net == "cifarnet" else args.train_size
             print(f"{net}: one epoch of {size} images", flush=True)
             results = measure(net, data_dir, size, args.device, args.rounds, not args.no_per_sample)
             report(net, results)
+            step = 128 / statistics.median(results[PATHS[0]])
+            ceiling = step / (step + statistics.median(own))
+            print(
+                f"  plain step {step * 1e3:.2f} ms: Lightning's own cost alone allows {ceiling:.2f}x"
+            )
 
 
 if __name__ == "__main__":
