@@ -163,3 +163,55 @@ def test_ddp_shards_are_disjoint_and_cover_the_epoch(tmp_path):
     for step in range(len(ranks[0]["batches"])):  # each global batch split between the ranks
         sizes = [len(r["batches"][step]) for r in ranks]
         assert abs(sizes[0] - sizes[1]) <= 1
+
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+def _real(kind: str, root: Path, monkeypatch) -> Path:
+    """The shared real images in torchvision's layout under ``root``, or a skip naming why."""
+    import gzip
+    import shutil
+
+    if kind == "mnist":
+        names = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        if not all((SHARED / "mnist" / f"{n}.gz").is_file() for n in names):
+            pytest.skip(
+                f"real MNIST digits not found in {SHARED / 'mnist'} (project machines only)"
+            )
+        raw = root / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name in names:
+            data = gzip.decompress((SHARED / "mnist" / f"{name}.gz").read_bytes())
+            (raw / name).write_bytes(data)
+            (raw / name.replace("t10k", "train")).write_bytes(data)
+        return root
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["batches.meta"]
+    if not all((SHARED / "cifar10" / f).is_file() for f in files):
+        pytest.skip(
+            f"real CIFAR-10 images not found in {SHARED / 'cifar10'} (project machines only)"
+        )
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in files:
+        shutil.copy(SHARED / "cifar10" / name, folder / name)
+    shutil.copy(folder / "data_batch_5", folder / "test_batch")  # none shared; not used here
+    skip_cifar10_md5(monkeypatch)  # the shared files are a subset: not the official md5s
+    return root
+
+
+@pytest.mark.parametrize("kind", ["mnist", "cifar10"])
+def test_resident_batches_equal_the_per_sample_path_on_real_images(kind, tmp_path, monkeypatch):
+    root = _real(kind, tmp_path / "data", monkeypatch)
+    cls = MNISTDataModule if kind == "mnist" else CIFAR10DataModule
+    kw = {"batch_size": 128, "val_size": 500, "train_size": 1000, "num_workers": 0, "seed": 1}
+    resident, per_sample = cls(root, **kw), cls(root, per_sample=True, **kw)
+    for dm in (resident, per_sample):
+        dm.setup("fit")
+    fast, slow = resident.train_dataloader(), per_sample.train_dataloader()
+    fast.sampler.set_epoch(2)
+    slow.sampler.set_epoch(2)
+    for (x, y), (u, v) in zip(fast, slow, strict=True):
+        assert torch.equal(x, u) and torch.equal(y, v)
+    for (x, y), (u, v) in zip(resident.val_dataloader(), per_sample.val_dataloader(), strict=True):
+        assert torch.equal(x, u) and torch.equal(y, v)
