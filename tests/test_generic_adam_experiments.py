@@ -168,7 +168,8 @@ def test_scaling_quick_steps_fall_with_batch_and_with_ddp_processes(tmp_path, no
         assert point["reached"]
         assert point["diag/eff_lr/median"] > 0 and point["diag/gamma_neg_frac"] is not None
         # StopAtTarget ended the run within one training step of the target
-        assert point["rounds_run"] - point["steps_to_target"] < 25
+        (rounds_run,) = point["rounds_run_per_seed"]
+        assert rounds_run - point["steps_to_target"] < 25
     steps = [p["steps_to_target"] for p in sorted(by_batch, key=lambda p: p["batch_size"])]
     assert steps == sorted(steps, reverse=True) and steps[0] > steps[-1]
     assert [p["world_size"] for p in by_world] == [1, 2]  # real processes
