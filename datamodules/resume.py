@@ -43,11 +43,6 @@ def normalise_fit_position(checkpoint: dict[str, Any]) -> None:
         _validation_to_run_from_start(val)
     elif _trained_epoch(train) and _validation_started(val):
         _validation_to_run_from_start(val)
-    elif val.get("is_last_batch"):
-        # a finished validation: no counter may still look mid-evaluation (Lightning leaves
-        # ``total.ready`` one ahead after restarting a validation)
-        for key in ("ready", "started", "processed"):
-            val["total"][key] = val["total"]["completed"]
 
 
 def _at_last_train_batch_end(train: dict) -> bool:

@@ -271,3 +271,73 @@ def test_resume_from_every_checkpoint_position_equals_straight_run(
         (s, v) for s, v in straight_validations if s > step or (s == step and not validated)
     ]
     assert _validations(record) == expected
+
+
+@pytest.mark.slow
+def test_ddp_resume_mid_epoch_on_the_resident_path_equals_straight_run(tmp_path):
+    """Two CPU processes (gloo): the resident loader shards itself, so a periodic checkpoint in
+    the middle of an epoch resumes bit for bit under DDP too (weights and optimizer state)."""
+    import subprocess
+
+    from tests.fakedata import write_fake_mnist
+    from tests.subprocess_env import offline_env
+
+    write_fake_mnist(tmp_path / "data", n_train=740, n_test=20)  # 640 train: 5 batches
+    cfg = load_config("mnist_logreg_amsgrad.yaml")
+    for callback in cfg["trainer"]["callbacks"]:
+        if callback["init_args"].get("every_n_train_steps"):
+            callback["init_args"]["every_n_train_steps"] = 3
+    config = tmp_path / "ddp.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    repo = Path(__file__).resolve().parents[1]
+
+    def fit(name: str, *extra: str) -> None:
+        command = [sys.executable, str(repo / "train.py"), "fit", "--config", str(config),
+                   "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+                   "--data.data_dir=data", "--data.num_workers=0", "--data.val_size=100",
+                   "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+                   "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path / name}",
+                   *extra]  # fmt: skip
+        done = subprocess.run(command, cwd=tmp_path, env=offline_env(), capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    fit("straight")
+    fit("stopped", "--trainer.max_steps=3")
+    (periodic,) = (tmp_path / "stopped").rglob("last-periodic.ckpt")
+    assert torch.load(periodic, weights_only=False)["global_step"] == 3  # mid-epoch
+    fit("resumed", "--ckpt_path", str(periodic))
+    (whole,) = (tmp_path / "straight").rglob("last.ckpt")
+    resumed = sorted((tmp_path / "resumed").rglob("last.ckpt"))[0]
+    a, b = (torch.load(p, weights_only=False) for p in (whole, resumed))
+    assert a["global_step"] == b["global_step"] == 10
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for index, state in a["optimizer_states"][0]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(
+                torch.as_tensor(value),
+                torch.as_tensor(b["optimizer_states"][0]["state"][index][key]),
+            ), key
+
+
+def test_resume_of_a_run_that_resumed_during_validation_equals_straight_run(
+    straight_run, monkeypatch
+):
+    """A resumed validation leaves Lightning's counters looking mid-evaluation in the
+    checkpoint written right after it; resuming from that one must not rerun or skip it."""
+    root, whole, straight_validations = straight_run
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    stopped, _ = _position_fit(root, "twice-stop", 1000, signal_at=("val", 4, 0))
+    assert stopped is None
+    (first,) = (root / "twice-stop").rglob("last.ckpt")
+    again, record = _position_fit(root, "twice-again", 1000, "--trainer.max_epochs=1",
+                                  "--trainer.num_sanity_val_steps=0", ckpt=first)  # fmt: skip
+    assert _validations(record) == straight_validations[:1]  # validation of epoch 0, rerun
+    (second,) = (root / "twice-again").rglob("last.ckpt")
+    resumed, record = _position_fit(root, "twice-resume", 1000,
+                                    "--trainer.num_sanity_val_steps=0", ckpt=second)  # fmt: skip
+    assert _validations(record) == straight_validations[1:]
+    for p, q in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
