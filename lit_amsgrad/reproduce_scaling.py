@@ -219,21 +219,41 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def add_efficiency(points: list[dict], key: str) -> float | None:
-    """Each point's speed-up over the first, and that over the linear one (the ratio of
-    ``key``); returns the largest ``key`` up to which every point keeps an efficiency of at
-    least LINEAR_EFFICIENCY (None when the first point missed its target)."""
-    base, holds = points[0], None
+    """Each point's speed-up over the first point that reached the target, and that over the
+    linear one (the ratio of ``key``); returns the largest ``key`` up to which every point
+    from that base on keeps an efficiency of at least LINEAR_EFFICIENCY (None: none reached)."""
+    base = next((p for p in points if p["reached"]), None)
     for point in points:
-        if base["reached"] and point["reached"]:
+        point["speedup"] = point["linear_efficiency"] = None
+        if base is not None and point["reached"] and point[key] >= base[key]:
             point["speedup"] = base["steps_to_target"] / point["steps_to_target"]
             point["linear_efficiency"] = point["speedup"] * base[key] / point[key]
-        else:
-            point["speedup"] = point["linear_efficiency"] = None
-    for point in points:
+    holds = None
+    for point in points[points.index(base) :] if base is not None else []:
         if point["linear_efficiency"] is None or point["linear_efficiency"] < LINEAR_EFFICIENCY:
             break
         holds = point[key]
     return holds
+
+
+def add_speedups(summary: dict[str, Any]) -> None:
+    """Speed-ups, efficiencies and where linear stops holding, from the points alone."""
+    for task, info in summary["tasks"].items():
+        for sweep in ("batch_size", "world_size"):
+            points = [p for p in summary[sweep] if p["task"] == task]
+            info[f"linear_speedup_up_to_{sweep}"] = add_efficiency(points, sweep)
+
+
+def redraw(out: Path) -> dict[str, Any]:
+    """Recompute the derived fields of ``out/scaling.json`` and draw it again, no training."""
+    path = out / "scaling.json"
+    if not path.is_file():
+        raise ConfigError(f"--redraw: {path} does not exist; run without --redraw first")
+    summary = json.loads(path.read_text())
+    add_speedups(summary)
+    path.write_text(json.dumps(summary, indent=2))
+    plot_scaling(summary, out / "scaling")
+    return summary
 
 
 # -------------------------------------------------------------------------- the sweeps
@@ -314,22 +334,20 @@ def scaling_summary(spec: dict, tasks: Sequence[str], results: dict, wall: float
                 target=run["target"], seeds=run["seeds"], model_seeds=run.get("model_seeds")
             ),
             "per_process_batch": run["per_process_batch"],
-            "linear_speedup_up_to_batch_size": add_efficiency(
-                results["batch_size"][task], "batch_size"
-            ),
-            "linear_speedup_up_to_world_size": add_efficiency(
-                results["world_size"][task], "world_size"
-            ),
         }
+    summary = {
+        "tasks": described,
+        "batch_size": [p for points in results["batch_size"].values() for p in points],
+        "world_size": [p for points in results["world_size"].values() for p in points],
+    }
+    add_speedups(summary)
     return {
         "experiment": "scaling",
         "size": spec["size"],
         "optimizer": "GenericAdam (r = 1, s = 0.5, theta = 1; configs/optimizers/generic_adam.yaml)",
         "linear_efficiency_threshold": LINEAR_EFFICIENCY,
-        "tasks": described,
         "wall_time_s": round(wall, 1),
-        "batch_size": [p for points in results["batch_size"].values() for p in points],
-        "world_size": [p for points in results["world_size"].values() for p in points],
+        **summary,
     }
 
 
@@ -393,15 +411,21 @@ def plot_scaling(summary: dict[str, Any], stem: Path) -> None:
 
 
 def _plot_steps(ax: Any, points: list[dict], key: str, color: Any, label: str) -> None:
-    """Measured steps (open where the target was missed) and the linear line from the first."""
+    """Measured steps and the linear line from the first point that reached the target; a
+    point that missed it is a cross on the lower edge."""
     reached = [(p[key], p["steps_to_target"]) for p in points if p["reached"]]
     if reached:
         ax.plot(*zip(*reached, strict=True), marker="o", color=color, label=f"{label}: measured")
-    if points and points[0]["reached"]:
-        base = points[0]
-        xs = [p[key] for p in points]
+    base = next((p for p in points if p["reached"]), None)
+    if base is not None:
+        xs = [p[key] for p in points if p[key] >= base[key]]
         ax.plot(xs, [base["steps_to_target"] * base[key] / x for x in xs], ls="--", color=color,
                 label=f"{label}: linear speed-up")  # fmt: skip
+    missed = [(p[key], max(p["rounds_run_per_seed"])) for p in points
+              if not p["reached"] and p.get("rounds_run_per_seed")]  # fmt: skip
+    if missed:
+        ax.plot(*zip(*missed, strict=True), ls="none", marker="x", ms=9, color=color,
+                label=f"{label}: target not reached in the run (drawn at its length)")  # fmt: skip
     ax.set_yscale("log")
 
 
@@ -416,6 +440,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="the small synthetic sweep of the tests"
     )
+    parser.add_argument("--redraw", action="store_true",
+                        help="recompute speed-ups from DIR/scaling.json and redraw it, no training")  # fmt: skip
     parser.add_argument("--mnist-dir", type=Path, default=None,
                         help=f"folder with the MNIST t10k-*.gz files (default {SHARED_MNIST})")  # fmt: skip
 
@@ -423,7 +449,7 @@ def add_parser(commands: Any) -> None:
 def run(args: Any) -> None:
     """Run both sweeps and print one line per point; bad input is one ``error:`` line."""
     try:
-        summary = scaling(args.out, args.quick, args.mnist_dir)
+        summary = redraw(args.out) if args.redraw else scaling(args.out, args.quick, args.mnist_dir)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     for sweep in ("batch_size", "world_size"):
@@ -433,4 +459,6 @@ def run(args: Any) -> None:
             print(
                 f"{p['task']:9s} N={p['world_size']} B={p['batch_size']:<5d} steps to target {shown}"
             )
-    print(f"wrote {args.out / 'scaling.json'}, .png and .pdf ({summary['wall_time_s']} s)")
+    print(
+        f"wrote {args.out / 'scaling.json'}, .png and .pdf ({summary.get('wall_time_s')} s of fits)"
+    )

@@ -69,7 +69,11 @@ def test_efficiency_against_linear_and_where_it_stops_holding():
     points[2]["steps_to_target"] = 500.0  # 1.6x at 4x: below LINEAR_EFFICIENCY
     assert LINEAR_EFFICIENCY > 1.6 / 4
     assert add_efficiency(points, "batch_size") == 2  # the first miss ends it
-    points[0]["reached"] = False
+    points[0]["reached"] = False  # the base is the first point that reached the target
+    assert add_efficiency(points, "batch_size") == 2
+    assert points[0]["linear_efficiency"] is None and points[1]["linear_efficiency"] == 1.0
+    for point in points:
+        point["reached"] = False
     assert add_efficiency(points, "batch_size") is None
 
 
@@ -185,6 +189,22 @@ def test_scaling_quick_steps_fall_with_batch_and_with_ddp_processes(tmp_path, no
     assert effective == sorted(effective)
     for suffix in (".png", ".pdf"):
         assert (tmp_path / f"scaling{suffix}").stat().st_size > 10_000
+
+
+def test_scaling_redraw_recomputes_from_the_json_alone(tmp_path):
+    sweep = [{"task": "synthetic", "batch_size": b, "world_size": 1, "steps_to_target": s,
+              "reached": s is not None, "rounds_run_per_seed": [1000],
+              "diag/gamma_neg_frac": 0.0, "diag/eff_lr/median": 0.01 * b}
+             for b, s in ((1, None), (2, 400.0), (4, 200.0))]  # fmt: skip
+    info = {"synthetic": {"target": 0.1, "target_meaning": "x", "per_process_batch": 2}}
+    (tmp_path / "scaling.json").write_text(
+        json.dumps({"tasks": info, "batch_size": sweep, "world_size": sweep[1:]})
+    )
+    reproduce_main(["scaling", "--out", str(tmp_path), "--redraw"])
+    summary = json.loads((tmp_path / "scaling.json").read_text())
+    assert summary["tasks"]["synthetic"]["linear_speedup_up_to_batch_size"] == 4
+    assert [p["speedup"] for p in summary["batch_size"]] == [None, 1.0, 2.0]
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
 
 
 def test_figures_redraw_from_their_json(tmp_path):
