@@ -97,6 +97,18 @@ def generic_adam(out: Path, quick: bool = False) -> dict[str, Any]:
     return summary
 
 
+def redraw(out: Path) -> dict[str, Any]:
+    """Draw ``out/generic_adam.json`` again (after a change to the figure), no training."""
+    from lit_amsgrad.errors import ConfigError
+
+    path = out / "generic_adam.json"
+    if not path.is_file():
+        raise ConfigError(f"--redraw: {path} does not exist; run without --redraw first")
+    summary = json.loads(path.read_text())
+    plot_generic_adam(summary, out / "generic_adam")
+    return summary
+
+
 def _edges(values: list[float]) -> list[float]:
     """Cell edges halfway between grid values, so non-uniform grids draw as touching cells."""
     mids = [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)]
@@ -187,6 +199,8 @@ def add_parser(commands: Any) -> None:
         "--out", type=Path, required=True, help="folder for generic_adam.json/.png/.pdf"
     )
     parser.add_argument("--quick", action="store_true", help="the small grid of the tests")
+    parser.add_argument("--redraw", action="store_true",
+                        help="draw DIR/generic_adam.json again, no training")  # fmt: skip
 
 
 def run(args: Any) -> None:
@@ -194,11 +208,13 @@ def run(args: Any) -> None:
     from lit_amsgrad.errors import ConfigError
 
     try:
-        summary = generic_adam(args.out, args.quick)
+        summary = redraw(args.out) if args.redraw else generic_adam(args.out, args.quick)
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     for p in summary["points"]:
         where = "in region " if p["in_region"] else "outside   "
         print(f"{p['problem']:10s} r={p['r']:<6g} s={p['s']:<6g} {where} final x {p['final_x']:+.3f}"
               f"  avg regret {p['avg_regret']:.4f}")  # fmt: skip
-    print(f"wrote {args.out / 'generic_adam.json'}, .png and .pdf ({summary['wall_time_s']} s)")
+    print(
+        f"wrote {args.out / 'generic_adam.json'}, .png and .pdf ({summary.get('wall_time_s')} s of fits)"
+    )

@@ -214,6 +214,9 @@ def test_figures_redraw_from_their_json(tmp_path):
     grid = {"configs": {"online": "a", "stochastic": "b"}, "grid": {"r": [0.5, 1.0], "s": [0.25, 1.25]},
             "rounds": {"online": 10, "stochastic": 10}, "points": points}  # fmt: skip
     plot_generic_adam(grid, tmp_path / "g")
+    (tmp_path / "generic_adam.json").write_text(json.dumps(grid))
+    reproduce_main(["generic_adam", "--out", str(tmp_path), "--redraw"])
+    assert (tmp_path / "generic_adam.pdf").stat().st_size > 5_000
     sweep = [{"task": "synthetic", "batch_size": b, "world_size": 1, "steps_to_target": 100.0 / b,
               "reached": True, "diag/gamma_neg_frac": 0.0, "diag/eff_lr/median": 0.01 * b}
              for b in (1, 2, 4)]  # fmt: skip
