@@ -56,6 +56,7 @@ from lit_amsgrad.config_files import (  # noqa: F401 - re-exported: cli.resolve_
 )
 from lit_amsgrad.errors import ConfigError, condense_parse_error
 from lit_amsgrad.fit_summary import fit_summary
+from lit_amsgrad.last_step import LogTheLastStep
 from lit_amsgrad.quiet import silence_known_harmless
 from lit_amsgrad.report import fit_end_message
 from lit_amsgrad.resume import newest_intact, refuse_changed_settings
@@ -224,6 +225,8 @@ class AMSGradCLI(LightningCLI):
                 callback.dirpath = str(dirpath.resolve())
         if self.subcommand == "fit" and config.get("enable_checkpointing", True) is not False:
             callbacks = [*callbacks, InterruptionCheckpoint(str(dirpath))]
+        if self.subcommand == "fit":
+            callbacks = [*callbacks, LogTheLastStep()]
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):

@@ -378,3 +378,23 @@ def test_a_python_fit_with_a_partial_optimizer_resumes_with_lightnings_defaults(
         "init_args": {"lr": 1e-2, "betas": [0.9, 0.99]},
     }
     assert fit(5, ckpt_path=str(checkpoint)).global_step == 5 > first.global_step
+
+
+def _train_loss_steps(root: Path) -> list[int]:
+    import csv
+
+    (metrics,) = root.rglob("metrics.csv")
+    return [int(r["step"]) for r in csv.DictReader(metrics.open()) if r.get("train/loss")]
+
+
+def test_a_run_shorter_than_the_logging_cadence_logs_its_last_step(workdir):
+    """Before: Lightning sent train/* every log_every_n_steps steps only: a 30-step run at
+    the default 50 logged no train/loss, and every run lacked its last values."""
+    args = [a for a in LOGREG if a != "--trainer.logger=false"]
+    for max_steps, expected in ((3, [2]), (12, [4, 9, 11]), (10, [4, 9])):
+        root = workdir / f"short{max_steps}"
+        main(["fit", *args, f"--trainer.max_steps={max_steps}", "--trainer.max_epochs=-1",
+              "--trainer.log_every_n_steps=5", f"--trainer.default_root_dir={root}",
+              "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+              f"--trainer.logger.save_dir={root}"])  # fmt: skip
+        assert _train_loss_steps(root) == expected, max_steps

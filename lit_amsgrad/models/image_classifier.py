@@ -94,6 +94,7 @@ class ImageClassifier(L.LightningModule):
             (trainer.global_step + 1) % max(trainer.log_every_n_steps, 1) == 0
             or batch_idx + 1 >= trainer.num_training_batches
             or trainer.should_stop
+            or 0 < trainer.max_steps <= trainer.global_step + 1  # the last step is logged
             or trainer.progress_bar_callback is not None
         )
 
