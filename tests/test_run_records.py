@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 
 from lit_amsgrad.checkpoint_io import AtomicCheckpointIO
 from lit_amsgrad.cli import main
@@ -398,3 +399,37 @@ def test_a_run_shorter_than_the_logging_cadence_logs_its_last_step(workdir):
               "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
               f"--trainer.logger.save_dir={root}"])  # fmt: skip
         assert _train_loss_steps(root) == expected, max_steps
+
+
+class PoisonGradientAt(Callback):
+    """A callback (given by class path on the command line) that makes every gradient NaN
+    before optimizer step ``step`` + 1, as one bad batch would."""
+
+    def __init__(self, step: int = 10) -> None:
+        self.step = step
+
+    def on_after_backward(self, trainer, pl_module) -> None:  # a bad batch's gradients
+        if trainer.global_step == self.step:
+            for param in pl_module.parameters():
+                if param.grad is not None:
+                    param.grad.fill_(float("nan"))
+
+
+def test_a_nan_in_the_second_epoch_stops_and_leaves_only_finite_checkpoints(workdir):
+    """The shipped configs stop on NaN (on_nonfinite: stop): the run ends with an error, and
+    neither the best checkpoint nor last.ckpt nor last-good.ckpt holds a NaN (with `log`, all
+    7,850 weights were NaN in last.ckpt and in the best checkpoint, exit 0)."""
+    from callbacks import NonFiniteError
+
+    root = workdir / "nan_run"
+    with pytest.raises(NonFiniteError, match="before optimizer step 11"):
+        main(["fit", *LOGREG, "--trainer.max_epochs=3", f"--trainer.default_root_dir={root}",
+              "--trainer.callbacks+=tests.test_run_records.PoisonGradientAt"])  # fmt: skip
+    checkpoints = sorted((root / "checkpoints").glob("*.ckpt"))
+    names = [p.name for p in checkpoints]
+    assert "last-good.ckpt" in names and any(n.startswith("epoch00") for n in names), names
+    for path in checkpoints:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        assert saved["global_step"] <= 10, path.name
+        for key, value in saved["state_dict"].items():
+            assert torch.isfinite(value).all(), (path.name, key)
