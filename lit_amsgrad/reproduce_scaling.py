@@ -376,12 +376,11 @@ def plot_scaling(summary: dict[str, Any], stem: Path) -> None:
             kept = [(p["batch_size"], p[key]) for p in points if p.get(key) is not None]
             if kept:
                 ax.plot(*zip(*kept, strict=True), marker="o", color=color, label=label)
-    b_text = ", ".join(f"$b$ = {i['per_process_batch']} ({LABELS.get(t, t)})"
-                       for t, i in summary["tasks"].items())  # fmt: skip
+    b_text = ", ".join(f"$b$ = {i['per_process_batch']} ({t})" for t, i in summary["tasks"].items())
     ax_b.set(xlabel=r"mini-batch size $B$ (one process)", ylabel="optimizer steps to target",
              title=r"mini-batch: steps to target against $B$")  # fmt: skip
-    ax_n.set(xlabel=f"DDP processes $N$ (global batch $N b$; {b_text})",
-             ylabel="optimizer steps to target", title=r"distributed: steps to target against $N$")  # fmt: skip
+    ax_n.set(xlabel=r"DDP processes $N$ (global batch $N b$)", ylabel="optimizer steps to target",
+             title=f"distributed: steps to target against $N$ ({b_text})")  # fmt: skip
     ax_gamma.set(xlabel=r"mini-batch size $B$", ylim=(-0.03, 1.03),
                  ylabel=r"fraction of coordinates with $\Gamma_t < 0$",
                  title="diag/gamma_neg_frac, mean over the run")  # fmt: skip
@@ -400,7 +399,10 @@ def plot_scaling(summary: dict[str, Any], stem: Path) -> None:
         if ax.get_yscale() == "log":
             ax.yaxis.set_major_formatter(ScalarFormatter())
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(
+                fontsize=7,
+                loc={id(ax_b): "lower left", id(ax_n): "center right"}.get(id(ax), "best"),
+            )
     targets = "\n".join(f"{LABELS.get(t, t)}: target {i['target_meaning']}"
                         for t, i in summary["tasks"].items())  # fmt: skip
     fig.suptitle(f"Generic Adam ($r = 1$, $s = 1/2$): optimizer steps to a fixed target\n{targets}",
