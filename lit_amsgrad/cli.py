@@ -78,8 +78,11 @@ class CheckpointMismatchError(ConfigError):
 class AMSGradCLI(LightningCLI):
     """LightningCLI with run folders, W&B (offline without credentials) and rich output."""
 
-    def __init__(self, *args: Any, run_name: str = "run", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, run_name: str = "run", announce: bool = False, **kwargs: Any
+    ) -> None:
         self.run_name = run_name
+        self.announce = announce  # print the result line and the run folder after a fit
         kwargs.setdefault("model_class", LightningModule)
         kwargs.setdefault("datamodule_class", LightningDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -203,7 +206,7 @@ class AMSGradCLI(LightningCLI):
             _finish_wandb(exit_code=early_sigterm.EXIT_CODE if interrupted else 1)
             raise
         _finish_wandb(exit_code=0)
-        if subcommand == "fit" and self.trainer.is_global_zero:
+        if subcommand == "fit" and self.announce and self.trainer.is_global_zero:
             print(fit_summary(self.trainer, self.model))
             print(fit_end_message(self.trainer.default_root_dir, self.trainer.loggers))
 
@@ -516,7 +519,7 @@ def _run_cli(resolved: list[str], from_command_line: bool) -> AMSGradCLI:
     try:
         if from_command_line:  # LightningCLI reads sys.argv itself; hand it the resolved paths
             sys.argv[1:] = resolved
-            return AMSGradCLI(run_name=config_stem(resolved))
+            return AMSGradCLI(run_name=config_stem(resolved), announce=True)
         return AMSGradCLI(args=resolved, run_name=config_stem(resolved))
     except _user_errors() as err:
         if not from_command_line:

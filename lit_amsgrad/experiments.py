@@ -52,23 +52,20 @@ def one_thread() -> None:
 def fit_quietly(args: list[str]) -> Any:
     """``train.py fit`` with ``args`` through the project's CLI (``lit_amsgrad.cli.main``),
     without a banner per run; returns the CLI (its trainer and model)."""
-    import logging
     import warnings
 
     import torch
 
     from lit_amsgrad.cli import main
+    from lit_amsgrad.quiet import quiet_for_repeated_runs
 
     one_thread()
     torch.set_num_threads(1)
 
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
+        quiet_for_repeated_runs()
+        # the grid runs outside 0 < r <= 2s < 2 on purpose
         warnings.filterwarnings("ignore", message=".*GenericAdam converges when.*")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         return main(["fit", *args])
 
 

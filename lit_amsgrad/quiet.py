@@ -22,6 +22,14 @@ HARMLESS_WARNINGS = (
 )
 
 
+#: what many fits in one process (the reproductions) would print once per fit
+REPEATED_RUN_WARNINGS = (
+    "LightningCLI's args parameter",  # the reproductions pass args on purpose
+    ".*does not have many workers.*",  # their data are in memory
+)
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning_fabric")
+
+
 class _DropHarmless(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -30,9 +38,19 @@ class _DropHarmless(logging.Filter):
 
 def silence_known_harmless() -> None:
     """Drop the lines above from Lightning's console handlers and the warnings filter."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+    for name in LIGHTNING_LOGGERS:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, _DropHarmless) for f in handler.filters):
                 handler.addFilter(_DropHarmless())
     for message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def quiet_for_repeated_runs() -> None:
+    """Many fits in one process: no banner per fit (Lightning's info lines, the warnings
+    above); errors and Lightning's warnings about a setting still show."""
+    silence_known_harmless()
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in REPEATED_RUN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)

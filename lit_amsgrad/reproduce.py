@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import math
 import os
 import shutil
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -284,12 +282,10 @@ def _final_validation(cli: Any, eval_every: int) -> dict[str, float]:
 
 
 def _quiet_lightning() -> None:
-    """One progress display, not a banner per run; args are given on purpose."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    """One progress display, not a banner per run."""
+    from lit_amsgrad.quiet import quiet_for_repeated_runs
+
+    quiet_for_repeated_runs()
 
 
 def read_curves(csv_path: Path) -> dict[str, list[tuple[int, float]]]:
