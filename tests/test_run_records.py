@@ -433,3 +433,15 @@ def test_a_nan_in_the_second_epoch_stops_and_leaves_only_finite_checkpoints(work
         assert saved["global_step"] <= 10, path.name
         for key, value in saved["state_dict"].items():
             assert torch.isfinite(value).all(), (path.name, key)
+
+
+def test_a_checkpoint_file_of_a_run_resumes_in_that_run(workdir):
+    """A fit from `--ckpt_path runs/<config>/<time>/checkpoints/last.ckpt` continues that run
+    (its folder, its W&B run), as `--ckpt_path last` does."""
+    first = main(["fit", *WITH_WANDB, "--trainer.max_steps=4", "--trainer.max_epochs=-1"])
+    run = Path(first.trainer.default_root_dir)
+    resumed = main(["fit", *WITH_WANDB, "--trainer.max_steps=6", "--trainer.max_epochs=-1",
+                    "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])  # fmt: skip
+    assert Path(resumed.trainer.default_root_dir).resolve() == run.resolve()
+    assert resumed.trainer.logger.version == first.trainer.logger.version
+    assert resumed.trainer.global_step == 6
