@@ -71,6 +71,10 @@ class CheckpointNotFoundError(FileNotFoundError):
     """``--ckpt_path best|last`` with no earlier run of this config that saved one."""
 
 
+class CollectiveTimeoutError(RuntimeError):
+    """Under DDP, a rank waited past ``--ddp_timeout_s`` for the others."""
+
+
 class CheckpointMismatchError(ConfigError):
     """``--ckpt_path`` to a file that is not a checkpoint, or a checkpoint of another model."""
 
@@ -204,6 +208,10 @@ class AMSGradCLI(LightningCLI):
                 isinstance(error, SystemExit) and error.code == early_sigterm.EXIT_CODE
             )
             _finish_wandb(exit_code=early_sigterm.EXIT_CODE if interrupted else 1)
+            if is_collective_timeout(error):
+                raise CollectiveTimeoutError(
+                    collective_timeout_message(config.get("ddp_timeout_s", DEFAULT_DDP_TIMEOUT_S))
+                ) from None
             raise
         _finish_wandb(exit_code=0)
         if subcommand == "fit" and self.announce and self.trainer.is_global_zero:
@@ -254,6 +262,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     # Lightning's MisconfigurationException is its bad-input error: its message says it all
     return (
         CheckpointNotFoundError,
+        CollectiveTimeoutError,
         DatasetNotFoundError,
         ConfigError,
         NonFiniteError,
@@ -391,10 +400,6 @@ def set_diagnostics_cadence(trainer: Any, every: int | None) -> None:
         raise ConfigError("--diag_every: this config has no callbacks.OptimizerDiagnostics")
 
 
-#: the process-group timeout this process set last, for the message when it expires
-_DDP_TIMEOUT_S: list[int] = [DEFAULT_DDP_TIMEOUT_S]
-
-
 def set_ddp_timeout(trainer: Trainer, seconds: int) -> None:
     """The process-group timeout of a DDP trainer (any way DDP was chosen: a strategy name,
     ``auto`` on several devices, or a ``DDPStrategy`` of the config left at torch's default).
@@ -408,7 +413,6 @@ def set_ddp_timeout(trainer: Trainer, seconds: int) -> None:
 
     if isinstance(seconds, bool) or seconds < 1:
         raise ConfigError(f"--ddp_timeout_s must be an integer >= 1 (seconds), got {seconds!r}")
-    _DDP_TIMEOUT_S.append(seconds)
     strategy = trainer.strategy
     # DDPStrategy keeps its timeout in `_timeout` until it creates the process group in fit
     if isinstance(strategy, DDPStrategy) and strategy._timeout == default_pg_timeout:
@@ -533,10 +537,6 @@ def _run_cli(resolved: list[str], from_command_line: bool) -> AMSGradCLI:
         if not from_command_line:
             raise
         sys.exit(early_sigterm.EXIT_CODE)
-    except RuntimeError as err:
-        if not from_command_line or not is_collective_timeout(err):
-            raise
-        sys.exit(f"error: {collective_timeout_message()}")
 
 
 def is_collective_timeout(err: BaseException) -> bool:
@@ -545,16 +545,19 @@ def is_collective_timeout(err: BaseException) -> bool:
 
     text = str(err).lower()
     return (
-        dist.is_available() and dist.is_initialized() and ("timed out" in text or "timeout" in text)
+        isinstance(err, RuntimeError)
+        and dist.is_available()
+        and dist.is_initialized()
+        and ("timed out" in text or "timeout" in text)
     )
 
 
-def collective_timeout_message() -> str:
+def collective_timeout_message(seconds: int) -> str:
     import torch.distributed as dist
 
     return (
         f"DDP rank {dist.get_rank()} of {dist.get_world_size()} waited "
-        f"{_DDP_TIMEOUT_S[-1]} s for the other processes (--ddp_timeout_s): one is stuck "
+        f"{seconds} s for the other processes (--ddp_timeout_s): one is stuck "
         "or dead; the checkpoints up to the last periodic one are intact (resume with "
         "--ckpt_path last), end any process of this run that is left"
     )
