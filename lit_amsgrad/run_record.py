@@ -49,16 +49,16 @@ class RecordedConfigCallback(SaveConfigCallback):
     :func:`resolved_settings`), beside the model's hyperparameters Lightning logs itself."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.logger is None:
+        if not trainer.loggers:
             return
         config = self.parser.dump(self.config, skip_none=False, format="json_indented")
         settings = json.loads(config)
-        trainer.logger.log_hyperparams(
-            {
-                "trainer": settings.get("trainer"),
-                "seed_everything": settings.get("seed_everything"),
-                "ckpt_path": settings.get("ckpt_path"),
-                "data": settings.get("data"),
-                "resolved": resolved_settings(trainer),
-            }
-        )
+        recorded = {
+            "trainer": settings.get("trainer"),
+            "seed_everything": settings.get("seed_everything"),
+            "ckpt_path": settings.get("ckpt_path"),
+            "data": settings.get("data"),
+            "resolved": resolved_settings(trainer),
+        }
+        for logger in trainer.loggers:  # every one: figure 2 logs to CSV first, then W&B
+            logger.log_hyperparams(recorded)

@@ -445,3 +445,24 @@ def test_a_checkpoint_file_of_a_run_resumes_in_that_run(workdir):
     assert Path(resumed.trainer.default_root_dir).resolve() == run.resolve()
     assert resumed.trainer.logger.version == first.trainer.logger.version
     assert resumed.trainer.global_step == 6
+
+
+def test_every_logger_gets_the_recorded_settings(workdir):
+    """The settings went to the first logger only: with CSV before W&B (as figure 2 logs),
+    the W&B config had no trainer, seed or resolved precision."""
+    import json
+
+    from tests.wandb_records import read_config
+
+    root = workdir / "two_loggers"
+    loggers = [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}},
+        {"class_path": "lit_amsgrad.loggers.RunWandbLogger", "init_args": {"save_dir": str(root)}},
+    ]
+    main(["fit", *[a for a in LOGREG if a != "--trainer.logger=false"], "--trainer.max_steps=2",
+          "--trainer.max_epochs=-1", f"--trainer.default_root_dir={root}",
+          f"--trainer.logger={json.dumps(loggers)}"])  # fmt: skip
+    (run_file,) = root.glob("wandb/offline-run-*/run-*.wandb")
+    assert read_config(run_file)["resolved"]["precision"] == "32-true"
+    (hparams,) = root.rglob("hparams.yaml")
+    assert "resolved:" in hparams.read_text()
