@@ -128,6 +128,32 @@ class SyntheticConvexModule(LightningModule):
         #: (round, mean expected average regret) after every training step
         self.expected_history: list[tuple[int, float]] = []
 
+    def expected_coefficient(self) -> float:
+        """mu, the expected loss being mu * x: its minimiser on [-1, 1] is -sign(mu)."""
+        hp = self.hparams
+        return mean_coefficient(
+            hp.problem, big=hp.big, small=hp.small, period=hp.period, spike_prob=hp.spike_prob
+        )
+
+    def result_line(self, trainer: Any) -> str:
+        """The last line of a fit (``lit_amsgrad.fit_summary``): where x ended against the
+        optimum, so that a first user can tell a success from the paper's failure mode."""
+        optimum = -1.0 if self.expected_coefficient() > 0 else 1.0
+        x = float(self.x.detach().mean())
+        where = (
+            "at the optimum"
+            if abs(x - optimum) < 0.05
+            else "on the wrong side: the failure the paper proves for Adam"
+            if x * optimum < 0
+            else "between the start and the optimum"
+        )
+        regret = trainer.callback_metrics.get("avg_regret")
+        regret_text = f", average regret {float(regret):.4g}" if regret is not None else ""
+        return (
+            f"result: x = {x:+.3f} after {int(self.rounds_played):,} rounds; the optimum is "
+            f"x = {optimum:+.0f} ({where}){regret_text}"
+        )
+
     def configure_optimizers(self) -> Any:
         return self.optimizer_factory(self.parameters())
 
@@ -168,10 +194,7 @@ class SyntheticConvexModule(LightningModule):
         regret = self.cumulative_loss + self.cumulative_coef.abs()  # min over [-1, 1] is -|S|
         x_mean = self.x.detach().mean()
         avg_regret = (regret / t).mean()
-        hp = self.hparams
-        mu = mean_coefficient(
-            hp.problem, big=hp.big, small=hp.small, period=hp.period, spike_prob=hp.spike_prob
-        )
+        mu = self.expected_coefficient()
         expected = (mu * self.cumulative_x / t + abs(mu)).mean()  # min F on [-1, 1] is -|mu|
         self.history.append((t, float(x_mean), float(avg_regret)))
         self.expected_history.append((t, float(expected)))
