@@ -22,19 +22,23 @@ FIGURE1, FIGURE2 = "figure1", "figure2"
 
 @dataclass(frozen=True)
 class Entry:
-    """One optimizer: its fragment's name, its legend label, its colour, its figures."""
+    """One optimizer: its fragment's name, its legend label (the paper's name), how its
+    curves are drawn, its figures. Line styles and markers differ between optimizers so that
+    curves lying on top of each other stay visible (``lit_amsgrad.figure_style``)."""
 
     name: str
     label: str
     color: str
     figures: tuple[str, ...]
+    linestyle: str = "-"
+    marker: str = "o"
 
 
 OPTIMIZERS: tuple[Entry, ...] = (
-    Entry("adam", "Adam", "tab:red", (FIGURE1, FIGURE2)),
-    Entry("amsgrad", "AMSGrad", "tab:blue", (FIGURE1, FIGURE2)),
-    Entry("adamnc", "AdamNC", "tab:green", (FIGURE1,)),
-    Entry("adashift", "AdaShift", "tab:purple", (FIGURE1,)),
+    Entry("adam", "Adam", "tab:red", (FIGURE1, FIGURE2), "-", "o"),
+    Entry("amsgrad", "AMSGrad", "tab:blue", (FIGURE1, FIGURE2), "--", "s"),
+    Entry("adamnc", "AdamNC", "tab:green", (FIGURE1,), "-.", "^"),
+    Entry("adashift", "AdaShift", "tab:purple", (FIGURE1,), ":", "D"),
 )
 
 # Figure 1: the counterexample's problem (SyntheticConvexModule's ``problem``) -> its task

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lit_amsgrad import registry, reproduce
+from lit_amsgrad import registry, reproduce, reproduce_figure1, reproduce_figure2
 from lit_amsgrad.cli import (
     OPTIMIZER_DIR,
     OVERRIDE_DIR,
@@ -150,7 +150,7 @@ def test_every_registered_optimizer_has_a_fragment_and_every_figure_config_resol
     for task in registry.FIGURE2_TASKS:
         for name in registry.optimizers(registry.FIGURE2):
             assert len(resolve_config(f"{task}_{name}.yaml")) == 2
-    assert reproduce.TASKS == registry.FIGURE2_TASKS
+    assert reproduce_figure2.TASKS == registry.FIGURE2_TASKS
 
 
 def test_the_registry_drives_the_figure_runners(monkeypatch, tmp_path, capsys):
@@ -158,9 +158,9 @@ def test_the_registry_drives_the_figure_runners(monkeypatch, tmp_path, capsys):
     new = registry.Entry("newopt", "NewOpt", "tab:olive", (registry.FIGURE1, registry.FIGURE2))
     monkeypatch.setattr(registry, "OPTIMIZERS", (*registry.OPTIMIZERS, new))
     calls = {}
-    monkeypatch.setattr(reproduce, "figure1", lambda out, optimizers, *a: calls.update(
+    monkeypatch.setattr(reproduce_figure1, "figure1", lambda out, optimizers, *a: calls.update(
         figure1=optimizers) or {})  # fmt: skip
-    monkeypatch.setattr(reproduce, "figure2", lambda task, out, optimizers, *a: calls.update(
+    monkeypatch.setattr(reproduce_figure2, "figure2", lambda task, out, optimizers, *a: calls.update(
         figure2=optimizers) or {"grid": [], "best": {}})  # fmt: skip
     reproduce.main(["figure1", "--out", str(tmp_path)])
     assert calls["figure1"] == ["adam", "amsgrad", "adamnc", "adashift", "newopt"]
@@ -175,8 +175,10 @@ def test_the_registry_drives_the_figure_runners(monkeypatch, tmp_path, capsys):
 
 
 def test_figure2_takes_beta1_from_the_config(monkeypatch, tmp_path):
-    point = reproduce.GridPoint("amsgrad", 0.99, 1e-3)
-    args = reproduce.figure2_args("mnist_mlp", point, reproduce.Figure2Run(), tmp_path)
+    point = reproduce_figure2.GridPoint("amsgrad", 0.99, 1e-3)
+    args = reproduce_figure2.figure2_args(
+        "mnist_mlp", point, reproduce_figure2.Figure2Run(), tmp_path
+    )
     assert args[:4] == ["--config", str(TASK_DIR / "mnist_mlp.yaml"),
                         "--config", str(OPTIMIZER_DIR / "amsgrad.yaml")]  # fmt: skip
     assert "--model.init_args.optimizer.init_args.betas=[0.9, 0.99]" in args
@@ -185,7 +187,9 @@ def test_figure2_takes_beta1_from_the_config(monkeypatch, tmp_path):
     config = load_config("mnist_mlp_amsgrad.yaml")
     config["model"]["init_args"]["optimizer"]["init_args"]["betas"] = [0.8, 0.999]
     monkeypatch.setattr(lit_amsgrad.cli, "load_config", lambda name: config)
-    args = reproduce.figure2_args("mnist_mlp", point, reproduce.Figure2Run(), tmp_path)
+    args = reproduce_figure2.figure2_args(
+        "mnist_mlp", point, reproduce_figure2.Figure2Run(), tmp_path
+    )
     assert "--model.init_args.optimizer.init_args.betas=[0.8, 0.99]" in args
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_amsgrad import reproduce
+from lit_amsgrad import reproduce, reproduce_figure2
 from tests.fakedata import skip_cifar10_md5, write_fake_cifar10, write_fake_mnist
 
 
@@ -98,16 +98,16 @@ def test_best_points_prefers_the_lowest_finite_final_loss():
         {"optimizer": "amsgrad", "name": "m1", "final_val_loss": 0.6},
         {"optimizer": "amsgrad", "name": "m2", "final_val_loss": float("inf")},
     ]
-    best = reproduce.best_points(results)
+    best = reproduce_figure2.best_points(results)
     assert {k: v["name"] for k, v in best.items()} == {"adam": "a3", "amsgrad": "m1"}
 
 
 def test_figure2_needs_the_diagnostics_callback(workdir, tmp_path):
-    point = reproduce.GridPoint("adam", 0.999, 1e-3)
-    run = reproduce.Figure2Run(max_steps=1, data_dir=str(tmp_path / "data"), wandb="off")
-    args = reproduce.figure2_args("mnist_logreg", point, run, tmp_path / "run")
+    point = reproduce_figure2.GridPoint("adam", 0.999, 1e-3)
+    run = reproduce_figure2.Figure2Run(max_steps=1, data_dir=str(tmp_path / "data"), wandb="off")
+    args = reproduce_figure2.figure2_args("mnist_logreg", point, run, tmp_path / "run")
     with pytest.raises(ValueError, match="OptimizerDiagnostics"):
-        reproduce.fit_grid_point([*args, "--trainer.callbacks=[]"], run)
+        reproduce_figure2.fit_grid_point([*args, "--trainer.callbacks=[]"], run)
 
 
 @pytest.mark.slow
