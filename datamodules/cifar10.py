@@ -35,13 +35,16 @@ class CIFAR10DataModule(VisionDataModule):
         batch_size: the global batch; divided by ``trainer.world_size`` under DDP.
         val_size: training examples held out for validation.
         train_size: train on only this many of the rest (``None``: all of them).
-        seed: seed of the train/validation split (independent of ``seed_everything``).
+        seed: seed of the training order (and augmentation), independent of ``seed_everything``.
         num_workers: DataLoader worker processes (``None``: up to 4, at most the usable cores).
         download: download in ``prepare_data`` when the files are missing.
         augment: random 32x32 crop with 4 pixels of padding and horizontal flips on the
             training split (off in the paper's setting); batched on the device with draws
             seeded by (seed, epoch, batch) on the resident path.
         per_sample: torchvision's per-sample path instead of the device-resident tensor.
+        split_seed: seed of the train/validation/test split, fixed across ``seed``s.
+        test_size: training examples held out as the test split (``split_seed``); 0: the
+            official test set.
     """
 
     dataset_cls = CIFAR10
@@ -59,10 +62,13 @@ class CIFAR10DataModule(VisionDataModule):
         download: bool = True,
         augment: bool = False,
         per_sample: bool = False,
+        split_seed: int = 0,
+        test_size: int = 0,
     ) -> None:
         super().__init__(
-            data_dir, batch_size, val_size, train_size, seed, num_workers, download, per_sample
-        )
+            data_dir, batch_size, val_size, train_size, seed, num_workers, download, per_sample,
+            split_seed, test_size,
+        )  # fmt: skip
         self.augment = augment
 
     def as_tensors(self, dataset: CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,10 +27,13 @@ class MNISTDataModule(VisionDataModule):
         batch_size: the global batch; divided by ``trainer.world_size`` under DDP.
         val_size: training examples held out for validation.
         train_size: train on only this many of the rest (``None``: all of them).
-        seed: seed of the train/validation split (independent of ``seed_everything``).
+        seed: seed of the training order (and augmentation), independent of ``seed_everything``.
         num_workers: DataLoader worker processes (``None``: up to 4, at most the usable cores).
         download: download in ``prepare_data`` when the files are missing.
         per_sample: torchvision's per-sample path instead of the device-resident tensor.
+        split_seed: seed of the train/validation/test split, fixed across ``seed``s.
+        test_size: training examples held out as the test split (``split_seed``); 0: the
+            official test set.
     """
 
     dataset_cls = MNIST

@@ -60,24 +60,30 @@ class TransformedSubset(Dataset):
 
 
 def split_indices(
-    n: int, val_size: int, train_size: int | None, seed: int
-) -> tuple[list[int], list[int]]:
-    """A seeded random (train, val) split of range(n); the same on every rank and every run."""
-    if val_size < 0:
-        raise ConfigError(f"val_size must be >= 0, got {val_size}")
+    n: int, val_size: int, train_size: int | None, seed: int, test_size: int = 0
+) -> tuple[list[int], list[int], list[int]]:
+    """A seeded random (train, val, test) split of range(n); the same on every rank and run.
+
+    The validation split is the first ``val_size`` of one seeded permutation and the test
+    split the next ``test_size``, so adding a test split leaves the validation split as it was.
+    """
+    for name, size in (("val_size", val_size), ("test_size", test_size)):
+        if size < 0:
+            raise ConfigError(f"{name} must be >= 0, got {size}")
     if train_size is not None and train_size < 1:
         raise ConfigError(f"train_size must be >= 1 or None, got {train_size}")
-    wanted = val_size + (train_size if train_size is not None else 1)
+    wanted = val_size + test_size + (train_size if train_size is not None else 1)
     if wanted > n:
         raise ConfigError(
-            f"val_size={val_size} and train_size={train_size} need {wanted} examples, "
-            f"the training set has {n}"
+            f"val_size={val_size}, test_size={test_size} and train_size={train_size} need "
+            f"{wanted} examples, the training set has {n}"
         )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     val = perm[:val_size]
-    rest = perm[val_size:]
+    test = perm[val_size : val_size + test_size]
+    rest = perm[val_size + test_size :]
     train = rest if train_size is None else rest[:train_size]
-    return train, val
+    return train, val, test
 
 
 class ResumableDataLoader(ResumableState, DataLoader):
@@ -92,6 +98,12 @@ class VisionDataModule(L.LightningDataModule):
 
     ``batch_size`` is the global batch (the paper's 128); under DDP each of the
     ``trainer.world_size`` processes loads ``batch_size // world_size`` examples per step.
+
+    Two seeds, so that several seeds of one experiment differ in their training order but
+    not in what they are scored on: ``split_seed`` draws the train/validation(/test) split,
+    ``seed`` the order of the training examples and the augmentation. With ``test_size > 0``
+    the test split is held out of the training file too (for data without an official test
+    set, or to keep the official one untouched); otherwise it is the official test set.
 
     By default the images are served from one uint8 tensor on the training device
     (``datamodules.resident``): the same values and order as the per-sample path, 30-70x
@@ -115,6 +127,8 @@ class VisionDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         download: bool = True,
         per_sample: bool = False,
+        split_seed: int = 0,
+        test_size: int = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -129,6 +143,8 @@ class VisionDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.train_size = train_size
         self.seed = seed
+        self.split_seed = split_seed
+        self.test_size = test_size
         self.num_workers = num_workers
         self.download = download
         self.per_sample = per_sample
@@ -171,11 +187,16 @@ class VisionDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.per_device_batch_size = self._per_device_batch_size()
-        if stage in (None, "fit", "validate") and self.train_set is None:
+        held_out_test = self.test_size > 0
+        if self.train_set is None and (stage in (None, "fit", "validate") or held_out_test):
             full = self._load(train=True)
-            train_idx, val_idx = split_indices(len(full), self.val_size, self.train_size, self.seed)
+            train_idx, val_idx, test_idx = split_indices(
+                len(full), self.val_size, self.train_size, self.split_seed, self.test_size
+            )
             self.train_set = TransformedSubset(full, train_idx, self.train_transform())
             self.val_set = TransformedSubset(full, val_idx, self.eval_transform())
+            if held_out_test:
+                self.test_set = TransformedSubset(full, test_idx, self.eval_transform())
         if stage in (None, "test", "predict") and self.test_set is None:
             test = self._load(train=False)
             self.test_set = TransformedSubset(test, range(len(test)), self.eval_transform())

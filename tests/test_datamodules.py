@@ -85,24 +85,67 @@ def test_cifar10_shapes_normalisation_and_split(fake_cifar):
 def test_validation_split_is_seeded_and_disjoint(fake_mnist):
     root, splits = fake_mnist
 
-    def split_labels(seed):
-        dm = _mnist(root, seed=seed)
+    def split_labels(split_seed):
+        dm = _mnist(root, split_seed=split_seed)
         dm.setup("fit")
         return dm.train_set.indices, dm.val_set.indices
 
-    train_a, val_a = split_labels(seed=0)
-    train_b, val_b = split_labels(seed=0)
-    train_c, val_c = split_labels(seed=1)
+    train_a, val_a = split_labels(split_seed=0)
+    train_b, val_b = split_labels(split_seed=0)
+    train_c, val_c = split_labels(split_seed=1)
     assert (train_a, val_a) == (train_b, val_b)
     assert val_a != val_c
     assert not set(train_a) & set(val_a)
     assert sorted(train_a + val_a) == list(range(len(splits["train"].labels)))
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_seed_changes_the_training_order_but_not_the_split(per_sample, fake_mnist):
+    """Several seeds of one experiment are scored on the same examples (#15)."""
+    root, _ = fake_mnist
+
+    def run(seed):
+        dm = _mnist(root, seed=seed, test_size=40, per_sample=per_sample)
+        dm.setup("fit")
+        first_batch = next(iter(dm.train_dataloader()))[1]
+        return dm.train_set.indices, dm.val_set.indices, dm.test_set.indices, first_batch
+
+    train_0, val_0, test_0, batch_0 = run(seed=0)
+    train_1, val_1, test_1, batch_1 = run(seed=1)
+    assert (train_0, val_0, test_0) == (train_1, val_1, test_1)
+    assert not torch.equal(batch_0, batch_1)
+
+
+def test_held_out_test_split_comes_from_the_training_file(fake_mnist):
+    root, splits = fake_mnist
+    dm = _mnist(root, test_size=40, train_size=100)
+    dm.setup("test")  # the test split alone is enough to ask for
+    assert len(dm.test_set) == 40 and dm.test_set.base.train
+    dm.setup("fit")
+    train, val, test = (set(s.indices) for s in (dm.train_set, dm.val_set, dm.test_set))
+    assert (len(train), len(val)) == (100, 50)
+    assert not (train & val or train & test or val & test)
+    # the validation split is the one without a test split: adding one leaves it alone
+    assert dm.val_set.indices == _split_of(root, test_size=0).val_set.indices
+    x, y = next(iter(dm.test_dataloader()))
+    written = torch.as_tensor(splits["train"].labels)[dm.test_set.indices[: len(y)]]
+    assert torch.equal(y, written.long())
+
+
+def _split_of(root, **kw):
+    dm = _mnist(root, **kw)
+    dm.setup("fit")
+    return dm
+
+
 def test_split_sizes_are_checked():
-    with pytest.raises(ValueError, match="val_size=90 and train_size=20 need 110"):
+    with pytest.raises(ValueError, match="val_size=90, test_size=0 and train_size=20 need 110"):
         split_indices(100, val_size=90, train_size=20, seed=0)
-    assert [len(s) for s in split_indices(100, val_size=20, train_size=None, seed=0)] == [80, 20]
+    with pytest.raises(ValueError, match="test_size must be >= 0"):
+        split_indices(100, val_size=10, train_size=None, seed=0, test_size=-1)
+    assert [len(s) for s in split_indices(100, val_size=20, train_size=None, seed=0)] == [80, 20, 0]
+    sizes = split_indices(100, val_size=20, train_size=None, seed=0, test_size=30)
+    assert [len(s) for s in sizes] == [50, 20, 30]
 
 
 def test_cifar10_augmentation_changes_only_the_training_split(fake_cifar):
