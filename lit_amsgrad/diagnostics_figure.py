@@ -1,4 +1,4 @@
-"""Draws what the diagnostics show on the paper's counterexample: docs/diagnostics_synthetic.png.
+"""Draws what the diagnostics show on the paper's counterexample: docs/diagnostics_synthetic.{png,pdf}.
 
     python -m lit_amsgrad.diagnostics_figure --out docs/
 
@@ -22,9 +22,13 @@ import torch
 from torch import nn
 
 from callbacks import OptimizerProbe, moment_view
+from lit_amsgrad import figure_style
 from lit_amsgrad.optim import Adam, AMSGrad
 
 PERIOD = 101
+BIG, SMALL = 1010.0, -10.0  # f_t(x) = BIG x if t mod PERIOD == 1 else SMALL x
+#: the minimiser of the sum of one period's losses on [-1, 1]
+OPTIMUM = -1.0 if BIG + (PERIOD - 1) * SMALL > 0 else 1.0
 LR, BETAS = 0.5, (0.9, 0.99)
 
 
@@ -46,12 +50,38 @@ def _torch_amsgrad_constant(x):
 
 
 CONSTANT_LR = 0.05
+#: each run's optimizer and how it is drawn: the paper's two in their registry style
+#: (``figure_style.optimizer_style``), torch's in styles of their own
 RUNS = {
     "Adam (paper mode)": _paper(Adam),
     "AMSGrad (paper mode)": _paper(AMSGrad),
     "torch Adam(amsgrad=True)": _torch_amsgrad,
     f"torch Adam(amsgrad=True), constant alpha={CONSTANT_LR}": _torch_amsgrad_constant,
 }
+
+
+PAPER_MODE = ("Adam (paper mode)", "AMSGrad (paper mode)")
+
+
+def styles() -> dict[str, dict]:
+    """``plot`` keyword arguments of each run in ``RUNS``: label, colour, line style, marker."""
+    adam, amsgrad = (figure_style.optimizer_style(n) for n in ("adam", "amsgrad"))
+    torch_style = {"markersize": 4}
+    drawn = {
+        "Adam (paper mode)": {**adam, "label": f"{adam['label']} (paper mode)"},
+        "AMSGrad (paper mode)": {**amsgrad, "label": f"{amsgrad['label']} (paper mode)"},
+        "torch Adam(amsgrad=True)": {
+            **torch_style, "label": r"torch Adam(amsgrad=True), $\alpha_t = 0.5/\sqrt{t}$",
+            "color": "tab:orange", "ls": "-.", "marker": "v",
+        },
+        f"torch Adam(amsgrad=True), constant alpha={CONSTANT_LR}": {
+            **torch_style, "label": f"torch Adam(amsgrad=True), constant $\\alpha = {CONSTANT_LR}$",
+            "color": "tab:gray", "ls": (0, (1, 1.5)), "marker": "x",
+        },
+    }  # fmt: skip
+    for i, style in enumerate(drawn.values()):  # markers staggered: curves on top of each other
+        style["markevery"] = (0.1 * i / len(drawn), 0.1)  # keep each one's markers visible
+    return drawn
 
 
 def run(make, periods: int) -> dict[str, np.ndarray]:
@@ -69,7 +99,7 @@ def run(make, periods: int) -> dict[str, np.ndarray]:
     ).attach()
     xs = []
     for t in range(1, periods * PERIOD + 1):
-        x.grad = torch.full_like(x, 1010.0 if t % PERIOD == 1 else -10.0)
+        x.grad = torch.full_like(x, BIG if t % PERIOD == 1 else SMALL)
         opt.step()
         if isinstance(opt, torch.optim.Adam):  # torch has no projection: clamp onto F by hand
             with torch.no_grad():
@@ -96,52 +126,65 @@ def trailing_mean(values: np.ndarray) -> np.ndarray:
     return np.where(n > 0, (total[end] - total[start]) / np.maximum(n, 1), np.nan)
 
 
-def draw(results: dict[str, dict[str, np.ndarray]], out: Path) -> Path:
-    import matplotlib
+def title(results: dict[str, dict[str, np.ndarray]]) -> str:
+    """The figure's title: the problem (its definition), then what the runs show, written
+    from the series: where the paper-mode Adam and AMSGrad ended, and on what share of
+    steps their effective step grew (Gamma_t < 0)."""
+    steps = max(len(series["x"]) for series in results.values())
+    lines = [
+        rf"Online counterexample $f_t(x) = {BIG:g}x$ if $t \ \mathrm{{mod}}\ {PERIOD} = 1$, else ${SMALL:g}x$, "
+        rf"on $[-1, 1]$; $\beta = {BETAS}$, $\alpha_t = {LR}/\sqrt{{t}}$; $T$ = {steps:,} steps"
+    ]
+    ends, grew = [], []
+    for name, style in styles().items():
+        if name not in results or name not in PAPER_MODE:
+            continue
+        series = results[name]
+        label = style["label"].removesuffix(" (paper mode)")
+        ends.append(f"{label} ends at $x_T$ = {series['x'][-1]:+.2f}" if not ends
+                    else f"{label} at {series['x'][-1]:+.2f}")  # fmt: skip
+        share = np.nanmean(series["diag/gamma_neg_frac"])
+        grew.append(f"{label} {share:.0%}")
+    if ends:
+        lines.append(
+            f"{', '.join(ends)} (optimum ${OPTIMUM:+.0f}$); steps with $\\Gamma_t < 0$: {', '.join(grew)}"
+        )
+    return "\n".join(lines)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def draw(results: dict[str, dict[str, np.ndarray]], out: Path) -> list[Path]:
+    """``out/diagnostics_synthetic.png`` and ``.pdf``: x_t, the share of recent steps with
+    Gamma_t < 0 and with v_hat_t > v_t, against t; returns both paths."""
+    plt = figure_style.pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
-    styles = [("C3", "-", 1.5), ("C0", "-", 3.0), ("C2", "--", 1.5), ("C1", ":", 2.0)]
-    for (name, series), (color, ls, lw) in zip(results.items(), styles, strict=True):
+    all_styles = styles()
+    for name, series in results.items():
+        style = all_styles.get(name, {"label": name})
         t = np.arange(1, len(series["x"]) + 1)
-        axes[0].plot(t, series["x"], color=color, label=name, lw=0.7)
-        gamma = trailing_mean(series["diag/gamma_neg_frac"])
-        axes[1].plot(t, gamma, color=color, ls=ls, lw=lw, label=name)
+        axes[0].plot(t, series["x"], **{**style, "lw": 1.0})
+        axes[1].plot(t, trailing_mean(series["diag/gamma_neg_frac"]), **style)
         active = trailing_mean(series["diag/vhat_active_frac"])
         if not np.all(np.isnan(active)):
-            axes[2].plot(t, active, color=color, ls=ls, lw=lw, label=name)
-    axes[0].set_ylabel("x_t  (optimum: -1)")
+            axes[2].plot(t, active, **style)
+        elif name in PAPER_MODE:
+            axes[2].text(0.55, 0.3, rf"{style['label']}: keeps no running max $\hat v_t$",
+                         transform=axes[2].transAxes, fontsize=8, color=style.get("color"))  # fmt: skip
+    axes[0].axhline(
+        OPTIMUM, color="black", lw=0.8, ls=(0, (1, 3)), label=f"optimum $x^* = {OPTIMUM:+.0f}$"
+    )
+    axes[0].set_ylabel("iterate $x_t$")
     axes[0].set_ylim(-1.05, 1.05)
-    axes[1].set_ylabel("diag/gamma_neg_frac\n(mean over last 101 steps)")
-    axes[2].set_ylabel("diag/vhat_active_frac\n(mean over last 101 steps)")
-    axes[2].set_xlabel("optimizer step t (log scale)")
+    axes[1].set_ylabel("share of steps with $\\Gamma_t < 0$\n(the step grew; last 101 steps)")
+    axes[2].set_ylabel("share of steps with $\\hat v_t > v_t$\n(last 101 steps)")
+    axes[2].set_xlabel("optimizer step $t$ (log scale)")
     for ax in axes:
         ax.set_xscale("log")
-        ax.grid(alpha=0.3)
     axes[1].set_ylim(-0.05, 1.05)
     axes[2].set_ylim(-0.05, 1.05)
-    axes[0].legend(loc="upper left", fontsize=8)
-    axes[2].text(
-        0.55,
-        0.3,
-        "Adam keeps no running max vhat",
-        transform=axes[2].transAxes,
-        fontsize=8,
-        color="C3",
-    )
-    fig.suptitle(
-        "Online counterexample f_t(x)=1010x if t mod 101 = 1 else -10x, "
-        "beta=(0.9, 0.99), alpha_t=0.5/sqrt(t)",
-        fontsize=9,
-    )
+    axes[0].legend(loc="upper left", fontsize=7)
+    fig.suptitle(title(results), fontsize=8)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "diagnostics_synthetic.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return figure_style.save_figure(fig, out / "diagnostics_synthetic")
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -159,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
             f"{name:46s} x_T={series['x'][-1]:+.3f} gamma<0 in {neg:.1%} of steps, "
             f"vhat active in {act:.1%}"
         )
-    print(f"wrote {draw(results, args.out)}")
+    print("wrote " + " and ".join(str(p) for p in draw(results, args.out)))
     return results
 
 
