@@ -42,6 +42,9 @@ class CIFAR10DataModule(VisionDataModule):
             training split (off in the paper's setting); batched on the device with draws
             seeded by (seed, epoch, batch) on the resident path.
         per_sample: torchvision's per-sample path instead of the device-resident tensor.
+        verify_md5: check the files' md5 against the official ones (torchvision's check);
+            ``False`` accepts files in the official format with other contents, e.g. a subset
+            of CIFAR-10 you made (then the split's files must be there, unchecked).
         split_seed: seed of the train/validation/test split, fixed across ``seed``s.
         test_size: training examples held out as the test split (``split_seed``); 0: the
             official test set.
@@ -64,12 +67,16 @@ class CIFAR10DataModule(VisionDataModule):
         per_sample: bool = False,
         split_seed: int = 0,
         test_size: int = 0,
+        verify_md5: bool = True,
     ) -> None:
         super().__init__(
             data_dir, batch_size, val_size, train_size, seed, num_workers, download, per_sample,
             split_seed, test_size,
         )  # fmt: skip
         self.augment = augment
+        self.verify_md5 = verify_md5
+        if not verify_md5:
+            self.dataset_cls = CIFAR10WithoutChecksums
 
     def as_tensors(self, dataset: CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
@@ -94,7 +101,8 @@ class CIFAR10DataModule(VisionDataModule):
         ]  # fmt: skip
         for path, md5 in files:
             if path.is_file():
-                damaged.append(_md5_mismatch(path, md5) or _unreadable_pickle(path))
+                mismatch = _md5_mismatch(path, md5) if self.verify_md5 else None
+                damaged.append(mismatch or _unreadable_pickle(path))
         return [problem for problem in damaged if problem]
 
     def missing_files_help(self) -> str:
@@ -109,13 +117,31 @@ class CIFAR10DataModule(VisionDataModule):
         )
 
 
+class CIFAR10WithoutChecksums(CIFAR10):
+    """torchvision's CIFAR10 for files in the official format but not the official bytes
+    (``verify_md5=False``): it checks that the split's files are there instead of their md5,
+    and reads them with torchvision's own loading code."""
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        names = [name for name, _ in (self.train_list if self.train else self.test_list)]
+        return all((folder / name).is_file() for name in [*names, self.meta["filename"]])
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+            meta = pickle.load(f, encoding="latin1")
+        self.classes = meta[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
 def _md5_mismatch(path: Path, md5: str) -> str | None:
     # through torchvision's module, so that a test's patch of the check applies here too
     if tv_cifar.check_integrity(str(path), md5):
         return None
     return (
         f"'{path.resolve()}' is not the official one (md5 {calculate_md5(str(path))}, "
-        f"expected {md5}): truncated, corrupt or another file"
+        f"expected {md5}): truncated, corrupt or another file (files of your own in the "
+        "official format: data.init_args.verify_md5=false)"
     )
 
 

@@ -37,11 +37,15 @@ def pyplot() -> Any:
     return plt
 
 
-def optimizer_style(name: str, markevery: int | float | None = 0.1) -> dict[str, Any]:
+def optimizer_style(name: str, markevery: Any = 0.1) -> dict[str, Any]:
     """``plot`` keyword arguments for optimizer ``name``: its label, colour, line style, marker.
 
-    ``markevery`` as matplotlib's (a float spaces markers evenly along the drawn line)."""
+    ``markevery`` as matplotlib's; a float spaces markers evenly along the drawn line, and
+    each optimizer's start there is shifted so that markers of coinciding curves interleave."""
     entry = registry.entry(name)
+    if isinstance(markevery, float):
+        index = registry.OPTIMIZERS.index(entry) if entry is not None else len(registry.OPTIMIZERS)
+        markevery = (markevery * index / (len(registry.OPTIMIZERS) + 1), markevery)
     if entry is None:
         return {"label": name, "markevery": markevery, "marker": "x"}
     return {

@@ -45,6 +45,11 @@ OPTIMIZERS: tuple[Entry, ...] = (
 FIGURE1_TASKS = {"online": "synthetic_online", "stochastic": "synthetic_stochastic"}
 # Figure 2: the image tasks, each with a W&B sweep file configs/sweeps/<task>.yaml
 FIGURE2_TASKS = ("mnist_logreg", "mnist_mlp", "cifarnet")
+FIGURE2_TASK_LABELS = {
+    "mnist_logreg": "MNIST, logistic regression",
+    "mnist_mlp": "MNIST, MLP",
+    "cifarnet": "CIFAR-10, CIFARNET",
+}
 
 
 def optimizers(figure: str) -> tuple[str, ...]:

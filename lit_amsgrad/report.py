@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lit_amsgrad import figure_style
 from lit_amsgrad.dashboard import DIAGNOSTICS, TRAINER_STEP, TRAINING, Panel
 from lit_amsgrad.loggers import DIAG_PREFIX, OPTIMIZER_STEP
 
 SOURCES = ("auto", "wandb", "csv")
-DPI = 200
+DPI = figure_style.PNG_DPI
 
 
 @dataclass
@@ -149,11 +150,9 @@ def find_log(run_dir: Path, source: str = "auto") -> RunLog:
 
 # ------------------------------------------------------------------ drawing
 def draw(log: RunLog, out_dir: Path, title: str | None = None) -> list[Path]:
-    """``report.png`` and ``report.pdf`` in ``out_dir``: every panel that has data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """``report.png`` and ``report.pdf`` in ``out_dir``: every panel that has data, drawn
+    and saved as every figure of the project (``lit_amsgrad.figure_style``)."""
+    plt = figure_style.pyplot()
 
     panels = [p for p in (*TRAINING, *DIAGNOSTICS) if any(k in log.curves for k in p.keys)]
     if not panels:
@@ -167,12 +166,7 @@ def draw(log: RunLog, out_dir: Path, title: str | None = None) -> list[Path]:
         ax.axis("off")
     fig.suptitle(title or str(log.source), fontsize=10)
     fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "report.png", out_dir / "report.pdf"]
-    fig.savefig(paths[0], dpi=DPI)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
+    return figure_style.save_figure(fig, Path(out_dir) / "report")
 
 
 def _draw_panel(ax: Any, panel: Panel, log: RunLog) -> None:

@@ -159,9 +159,7 @@ def plot_generic_adam(summary: dict[str, Any], stem: Path) -> None:
     fig.suptitle(r"Generic Adam on the counterexample of Reddi et al.: the theory's region "
                  r"$0 < r \leq 2s < 2$ (hatched) against where the iterate ends")  # fmt: skip
     fig.legend(loc="lower center", bbox_to_anchor=(0.5, -0.03), ncol=2, fontsize=8)
-    for suffix in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(suffix), dpi=200, bbox_inches="tight")
-    plt.close(fig)
+    figure_style.save_figure(fig, stem)
 
 
 def _draw_region(ax: Any, ss: list[float], rs: list[float], first: bool) -> None:

@@ -407,9 +407,7 @@ def plot_scaling(summary: dict[str, Any], stem: Path) -> None:
                         for t, i in summary["tasks"].items())  # fmt: skip
     fig.suptitle(f"Generic Adam ($r = 1$, $s = 1/2$): optimizer steps to a fixed target\n{targets}",
                  fontsize=9)  # fmt: skip
-    for suffix in (".png", ".pdf"):
-        fig.savefig(stem.with_suffix(suffix), dpi=200, bbox_inches="tight")
-    plt.close(fig)
+    figure_style.save_figure(fig, stem)
 
 
 def _plot_steps(ax: Any, points: list[dict], key: str, color: Any, label: str) -> None:
