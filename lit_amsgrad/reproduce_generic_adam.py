@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lit_amsgrad import figure_style
 from lit_amsgrad.experiments import QUIET, check_out, fit_quietly, load_experiment
 
 OPTIMIZER = "--model.init_args.optimizer.init_args"

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lit_amsgrad import figure_style
 from lit_amsgrad.errors import ConfigError
 from lit_amsgrad.experiments import ONE_THREAD, QUIET, check_out, fit_quietly, load_experiment
 
