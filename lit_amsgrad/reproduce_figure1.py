@@ -151,10 +151,9 @@ def plot_figure1(results: dict[str, dict[str, Any]], path: Path) -> list[Path]:
     for row, problem in enumerate(PROBLEMS):
         runs = results.get(problem, {})
         avg, rate = [], []
-        for i, (name, result) in enumerate(runs.items()):
+        for name, result in runs.items():
             h = result["history"]
-            # markers staggered between optimizers, so that curves on top of each other show
-            style = {**figure_style.optimizer_style(name), "markevery": (0.1 * i / len(runs), 0.1)}
+            style = figure_style.optimizer_style(name)  # markers staggered between optimizers
             r_over_t = h["avg_regret"]
             r_over_sqrt_t = [ti * v / math.sqrt(ti) for ti, v in zip(h["t"], r_over_t, strict=True)]
             slope = result.get("regret_slope")
