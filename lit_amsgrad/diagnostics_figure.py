@@ -79,9 +79,16 @@ def styles() -> dict[str, dict]:
             "color": "tab:gray", "ls": (0, (1, 1.5)), "marker": "x",
         },
     }  # fmt: skip
-    for i, style in enumerate(drawn.values()):  # markers staggered: curves on top of each other
-        style["markevery"] = (0.1 * i / len(drawn), 0.1)  # keep each one's markers visible
     return drawn
+
+
+def log_markers(steps: int, index: int, count: int, per_decade: int = 4) -> list[int]:
+    """Marker positions evenly spaced in log t (the x axis), ``per_decade`` to a decade,
+    shifted by ``index / count`` of a spacing so that the markers of coinciding curves
+    interleave; evenly along the drawn line instead would crowd where x_t oscillates."""
+    decades = math.log10(max(steps, 1))
+    exponents = np.arange((index / count) / per_decade, decades, 1 / per_decade)
+    return sorted({min(int(10**e) - 1, steps - 1) for e in exponents})
 
 
 def run(make, periods: int) -> dict[str, np.ndarray]:
@@ -158,9 +165,12 @@ def draw(results: dict[str, dict[str, np.ndarray]], out: Path) -> list[Path]:
     plt = figure_style.pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(8, 9), sharex=True)
     all_styles = styles()
-    for name, series in results.items():
-        style = all_styles.get(name, {"label": name})
+    for i, (name, series) in enumerate(results.items()):
         t = np.arange(1, len(series["x"]) + 1)
+        style = {
+            **all_styles.get(name, {"label": name}),
+            "markevery": log_markers(len(t), i, len(results)),
+        }
         axes[0].plot(t, series["x"], **{**style, "lw": 1.0})
         axes[1].plot(t, trailing_mean(series["diag/gamma_neg_frac"]), **style)
         active = trailing_mean(series["diag/vhat_active_frac"])
