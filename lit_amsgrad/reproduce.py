@@ -53,7 +53,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         module.add_parser(commands)
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
-    experiments[args.command].run(args)
+    from lit_amsgrad.errors import ConfigError
+
+    try:
+        experiments[args.command].run(args)
+    except ConfigError as err:  # bad input: one line, not a traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

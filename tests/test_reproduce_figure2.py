@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lit_amsgrad import reproduce, reproduce_figure2
+from lit_amsgrad import reproduce, reproduce_figure2, stats
+from lit_amsgrad.real_data import SHARED_DATA, real_mnist
 from tests.fakedata import skip_cifar10_md5, write_fake_cifar10, write_fake_mnist
 
 
@@ -49,7 +50,8 @@ def test_figure2_on_fake_mnist_writes_a_consistent_figure_and_json(workdir):
         "--eval-every", "3", "--diag-every", "2", "--wandb", "off",
     )  # fmt: skip
     assert_valid_png(out / "figure2_mnist_logreg.png")
-    assert summary["task"] == "mnist_logreg" and "lowest final held-out" in summary["selection"]
+    assert summary["task"] == "mnist_logreg" and "validation" in summary["selection"]
+    assert (out / "figure2_mnist_logreg.pdf").read_bytes()[:5] == b"%PDF-"
     grid = summary["grid"]
     assert sorted((g["optimizer"], g["beta2"], g["lr"]) for g in grid) == sorted(
         (o, b, 3e-3) for o in ("adam", "amsgrad") for b in (0.99, 0.999)
@@ -58,8 +60,9 @@ def test_figure2_on_fake_mnist_writes_a_consistent_figure_and_json(workdir):
         assert point["steps"] == 7
         assert math.isfinite(point["final_val_loss"]) and math.isfinite(point["final_train_loss"])
         assert 0.0 <= point["final_val_acc"] <= 1.0
-        assert Path(point["metrics_csv"]).is_file()
-        assert not (Path(point["metrics_csv"]).parents[1] / "wandb").exists()  # --wandb off
+        (seed,) = point["per_seed"]
+        assert Path(seed["metrics_csv"]).is_file()
+        assert not (Path(seed["metrics_csv"]).parents[1] / "wandb").exists()  # --wandb off
     assert set(summary["best"]) == {"adam", "amsgrad"}
     for optimizer, best in summary["best"].items():
         own = [g for g in grid if g["optimizer"] == optimizer]
@@ -67,10 +70,12 @@ def test_figure2_on_fake_mnist_writes_a_consistent_figure_and_json(workdir):
         assert best["final_val_loss"] == min(g["final_val_loss"] for g in own)
         curves = best["curves"]
         # held out every 3 steps, then once more after the last step
-        assert [s for s, _ in curves["val/loss"]] == [3, 6, 7]
+        assert [row[0] for row in curves["val/loss"]] == [3, 6, 7]
         assert curves["val/loss"][-1][1] == best["final_val_loss"]
-        assert [s for s, _ in curves["diag/gamma_neg_frac"]] == [2, 4, 6]
-        assert all(0.0 <= v <= 1.0 for _, v in curves["diag/gamma_neg_frac"])
+        assert [row[0] for row in curves["diag/gamma_neg_frac"]] == [2, 4, 6]
+        assert all(0.0 <= row[1] <= 1.0 for row in curves["diag/gamma_neg_frac"])
+        # one seed: a mean, but no interval can be claimed
+        assert best["intervals"]["test_acc"]["low"] is None
     # only AMSGrad keeps v_hat, so only it reports how often v_hat > v
     assert "diag/vhat_active_frac" in summary["best"]["amsgrad"]["curves"]
     assert "diag/vhat_active_frac" not in summary["best"]["adam"]["curves"]
@@ -85,8 +90,9 @@ def test_figure2_rerun_into_the_same_folder_logs_to_wandb_and_reads_only_its_own
     summary = run_figure2(workdir / "out", *common, "--max-steps", "4")
     (point,) = summary["grid"]
     assert point["steps"] == 4
-    assert [s for s, _ in summary["best"]["amsgrad"]["curves"]["val/loss"]] == [2, 4]
-    offline_runs = list((Path(point["metrics_csv"]).parents[1] / "wandb").glob("offline-run-*"))
+    assert [row[0] for row in summary["best"]["amsgrad"]["curves"]["val/loss"]] == [2, 4]
+    csv_path = Path(point["per_seed"][0]["metrics_csv"])
+    offline_runs = list((csv_path.parents[1] / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2  # one W&B run per fit
 
 
@@ -141,33 +147,101 @@ def test_figure1_at_a_tiny_size(workdir):
             assert math.isfinite(result["avg_regret"])
 
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-
 @pytest.mark.slow
 def test_figure2_on_real_mnist_digits_learns_with_both_optimizers(workdir):
     """The README's setting in small: 8,000 of the 10,000 real test digits to train on,
-    2,000 others held out, one epoch of logistic regression per optimizer."""
-    import gzip
-
-    files = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    if not all((SHARED_MNIST / f"{name}.gz").is_file() for name in files):
-        pytest.skip(f"real MNIST digits not found in {SHARED_MNIST} (only the project's machines)")
-    raw = workdir / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in files:
-        data = gzip.decompress((SHARED_MNIST / f"{name}.gz").read_bytes())
-        (raw / name).write_bytes(data)
-        (raw / name.replace("t10k", "train")).write_bytes(data)
+    1,000 others for validation and 1,000 for the test split, one epoch of logistic
+    regression per optimizer."""
+    if real_mnist(workdir / "data") is None:
+        pytest.skip(f"real MNIST digits not found in {SHARED_DATA} (only the project's machines)")
     summary = run_figure2(
         workdir / "out", "--task", "mnist_logreg", "--data-dir", str(workdir / "data"),
-        "--train-size", "8000", "--val-size", "2000", "--beta2", "0.99", "--lrs", "1e-2",
+        "--train-size", "8000", "--val-size", "1000", "--test-size", "1000", "--beta2", "0.99",
+        "--lrs", "1e-2",
         "--epochs", "1", "--eval-every", "21", "--wandb", "off",
     )  # fmt: skip
     assert_valid_png(workdir / "out" / "figure2_mnist_logreg.png")
     for best in summary["best"].values():
         assert best["steps"] == 63  # ceil(8000 / 128)
         val = best["curves"]["val/loss"]
-        assert [s for s, _ in val] == [21, 42, 63]
+        assert [row[0] for row in val] == [21, 42, 63]
         assert val[-1][1] < val[0][1]
-        assert best["final_val_acc"] >= 0.85
+        assert best["final_val_acc"] >= 0.85 and best["test_acc"] >= 0.85
+
+
+def test_several_seeds_give_per_seed_values_intervals_and_a_title_from_the_data(workdir):
+    """#15: three seeds per grid point, the same splits, a t interval per point, the best
+    chosen on validation and compared on the test split, paired by seed."""
+    write_fake_mnist(workdir / "data", n_train=400, n_test=50)
+    out = workdir / "out"
+    summary = run_figure2(
+        out, "--task", "mnist_logreg", "--data-dir", str(workdir / "data"), "--val-size", "100",
+        "--test-size", "60", "--beta2", "0.99", "--lrs", "3e-3", "1e-2", "--max-steps", "4",
+        "--eval-every", "2", "--diag-every", "2", "--wandb", "off", "--seeds", "3",
+    )  # fmt: skip
+    assert "Student t" in summary["interval"]
+    for point in summary["grid"]:
+        per_seed = point["per_seed"]
+        assert [s["seed"] for s in per_seed] == [0, 1, 2]
+        losses = [s["final_val_loss"] for s in per_seed]
+        assert len(set(losses)) == 3  # the seeds differ (initial weights, order)
+        interval = point["intervals"]["final_val_loss"]
+        assert interval["n"] == 3 and interval["mean"] == pytest.approx(sum(losses) / 3)
+        assert interval["low"] < interval["mean"] < interval["high"]
+        assert interval == stats.t_interval(losses).as_json()
+        for seed in per_seed:
+            assert 0.0 <= seed["test_acc"] <= 1.0 and math.isfinite(seed["test_loss"])
+    # every seed trained on the same split: the datamodule's split_seed, not the seed
+    configs = [Path(s["metrics_csv"]).parents[1] for s in summary["grid"][0]["per_seed"]]
+    assert len(configs) == 3
+    diff = summary["differences"]["amsgrad - adam"]
+    assert diff["seeds"] == [0, 1, 2]
+    adam, amsgrad = (summary["best"][o]["per_seed"] for o in ("adam", "amsgrad"))
+    paired = [b["test_acc"] - a["test_acc"] for a, b in zip(adam, amsgrad, strict=True)]
+    assert diff["test_acc"] == stats.t_interval(paired).as_json()
+    # the band: every logged iteration of the best has a mean and a 95% interval
+    for row in summary["best"]["adam"]["curves"]["val/loss"]:
+        step, mean, low, high = row
+        assert low <= mean <= high
+    assert (out / "figure2_mnist_logreg.pdf").read_bytes()[:5] == b"%PDF-"
+    title = reproduce_figure2.figure2_title(summary)
+    assert "3 seeds" in title and "Adam" in title and "AMSGrad" in title
+    assert f"{100 * diff['test_acc']['mean']:+.2f} points" in title
+
+
+def test_the_selection_never_reads_the_test_split():
+    def point(optimizer, name, val, test):
+        return {"optimizer": optimizer, "name": name, "final_val_loss": val, "test_loss": test}
+
+    results = [point("adam", "a1", 0.5, 9.0), point("adam", "a2", 0.6, 0.1)]
+    assert reproduce_figure2.best_points(results)["adam"]["name"] == "a1"
+
+
+def test_a_short_run_is_not_titled_with_a_conclusion():
+    """The title says what the numbers say: an interval across 0 resolves no difference."""
+
+    def summary(test_acc_diffs):
+        best = {}
+        for optimizer in ("adam", "amsgrad"):
+            per_seed = [{"seed": i, "test_acc": 0.9} for i in range(len(test_acc_diffs))]
+            acc = stats.t_interval([0.9] * len(per_seed)).as_json()
+            best[optimizer] = {"per_seed": per_seed, "intervals": {"test_acc": acc}}
+        diff = stats.t_interval(test_acc_diffs).as_json()
+        return {"task": "mnist_mlp", "best": best,
+                "differences": {"amsgrad - adam": {"test_acc": diff}}}  # fmt: skip
+
+    unresolved = reproduce_figure2.figure2_title(summary([-0.01, 0.012, 0.002]))
+    assert "MNIST, MLP" in unresolved and "no difference resolved" in unresolved
+    ahead = reproduce_figure2.figure2_title(summary([0.010, 0.011, 0.012]))
+    assert "AMSGrad ahead" in ahead and "no difference" not in ahead
+    one_seed = reproduce_figure2.figure2_title(summary([0.01]))
+    assert "1 seed" in one_seed and "ahead" not in one_seed and "resolved" not in one_seed
+
+
+def test_seeds_and_settings_are_checked(workdir):
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main(["figure2", "--task", "mnist_logreg", "--out", "o", "--seeds", "0"])
+    assert exit_.value.code == "error: --seeds must be >= 1, got 0"
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main(["figure2", "--task", "mnist_logreg", "--out", "o", "--set=--x=1"])
+    assert exit_.value.code.startswith("error: --set takes KEY=VALUE")
