@@ -143,6 +143,23 @@ def _set_yscale(ax: Any, values: Sequence[float]) -> None:
         ax.set_yscale("symlog", linthresh=max(min(nonzero), 1e-6) if nonzero else 1.0)
 
 
+def markers(t: Sequence[float], index: int, count: int, log_t: bool, n: int = 10) -> list[int]:
+    """Indices of about ``n`` markers evenly spaced in t (or in log t), the curve ``index`` of
+    ``count`` shifted by ``index / count`` of a spacing, so that the markers of curves lying
+    on top of each other interleave (spaced along the drawn line instead, they crowd where
+    a curve is noisy)."""
+    if not t:
+        return []
+    lo, hi = (math.log(t[0]), math.log(t[-1])) if log_t else (t[0], t[-1])
+    if hi <= lo:
+        return [0]
+    spacing = (hi - lo) / n
+    targets = [lo + (k + index / count) * spacing for k in range(n + 1)]
+    where = [math.log(v) for v in t] if log_t else list(t)
+    chosen = {min(range(len(t)), key=lambda j: abs(where[j] - v)) for v in targets if v <= hi}
+    return sorted(chosen)
+
+
 def plot_figure1(results: dict[str, dict[str, Any]], path: Path) -> list[Path]:
     """Per problem (rows): average regret R_t/t, R_t/sqrt(t) (the rate), the iterate x_t.
     Writes ``path`` (PNG) and the PDF beside it; returns both paths."""
@@ -151,18 +168,21 @@ def plot_figure1(results: dict[str, dict[str, Any]], path: Path) -> list[Path]:
     for row, problem in enumerate(PROBLEMS):
         runs = results.get(problem, {})
         avg, rate = [], []
-        for name, result in runs.items():
+        for i, (name, result) in enumerate(runs.items()):
             h = result["history"]
-            style = figure_style.optimizer_style(name)  # markers staggered between optimizers
+            style = figure_style.optimizer_style(name)
             r_over_t = h["avg_regret"]
             r_over_sqrt_t = [ti * v / math.sqrt(ti) for ti, v in zip(h["t"], r_over_t, strict=True)]
             slope = result.get("regret_slope")
             rate_label = f"{style['label']}: " + (
                 f"slope {slope:.2f}" if slope is not None else "no slope ($R_T \\leq 0$)"
             )
-            axes[row, 0].plot(h["t"], r_over_t, **style)
-            axes[row, 1].plot(h["t"], r_over_sqrt_t, **{**style, "label": rate_label})
-            axes[row, 2].plot(h["t"], h["x"], **style)
+            linear, log = (markers(h["t"], i, len(runs), log_t) for log_t in (False, True))
+            axes[row, 0].plot(h["t"], r_over_t, **{**style, "markevery": linear})
+            axes[row, 1].plot(
+                h["t"], r_over_sqrt_t, **{**style, "label": rate_label, "markevery": log}
+            )
+            axes[row, 2].plot(h["t"], h["x"], **{**style, "markevery": linear})
             avg += r_over_t
             rate += r_over_sqrt_t
         _set_yscale(axes[row, 0], avg)
