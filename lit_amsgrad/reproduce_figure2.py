@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -308,11 +309,16 @@ def figure2(
     beta2s: Sequence[float] = PAPER_BETA2S,
     lrs: Sequence[float] = DEFAULT_LRS,
     run: Figure2Run = Figure2Run(),
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the grid of ``task`` over ``run.seeds``, write figure2_<task>.png/.pdf/.json under
     ``out``; returns the JSON.
 
-    ``optimizers``: registry names, by default those the registry puts in Figure 2."""
+    ``optimizers``: registry names, by default those the registry puts in Figure 2.
+    ``resume``: reuse every fit whose folder holds the result of exactly these arguments
+    (``FIT_RESULT``), so a stopped grid goes on where it stopped, and disjoint parts of one
+    grid (e.g. one beta_2 each) can run in parallel processes and be drawn by a last call
+    over the whole grid."""
     from rich.progress import Progress
 
     optimizers = registry.optimizers(FIGURE2) if optimizers is None else optimizers
@@ -322,7 +328,7 @@ def figure2(
         raise ConfigError(f"seeds must be distinct and at least one, got {list(run.seeds)}")
     out.mkdir(parents=True, exist_ok=True)
     points = grid(optimizers, beta2s, lrs)
-    results, curves = [], {}
+    results, curves, reused = [], {}, 0
     started = time.monotonic()
     with Progress() as progress:
         overall = progress.add_task(f"figure 2 {task}", total=len(points) * len(run.seeds))
@@ -332,17 +338,48 @@ def figure2(
             for seed in run.seeds:
                 progress.update(overall, description=f"{task} {point.name} seed {seed}")
                 run_dir = out / "runs" / task / point.name / f"seed={seed}"
-                shutil.rmtree(run_dir / "csv", ignore_errors=True)  # a rerun reads its own rows
                 args = figure2_args(task, point, run, run_dir, seed)
-                cli, final = fit_grid_point(args, run, [_step_progress(progress, steps)])
-                seeds.append(summarize_seed(seed, cli, final))
+                result = finished_fit(run_dir, args) if resume else None
+                if result is None:
+                    shutil.rmtree(run_dir / "csv", ignore_errors=True)  # a rerun reads its own rows
+                    fit_started = time.monotonic()
+                    cli, final = fit_grid_point(args, run, [_step_progress(progress, steps)])
+                    result = summarize_seed(seed, cli, final)
+                    result["fit_seconds"] = round(time.monotonic() - fit_started, 1)
+                    _write_json(run_dir / FIT_RESULT, {"args": args, "result": result})
+                else:
+                    reused += 1
+                seeds.append(result)
                 progress.advance(overall)
             results.append(summarize_point(point, seeds))
             curves[point.name] = mean_curves(seeds)
     summary = figure2_summary(task, results, curves, run, time.monotonic() - started)
-    (out / f"figure2_{task}.json").write_text(json.dumps(summary, indent=1))
+    summary["reused_fits"] = reused
+    _write_json(out / f"figure2_{task}.json", summary)
     plot_figure2(summary, out / f"figure2_{task}")
     return summary
+
+
+FIT_RESULT = "fit_result.json"
+
+
+def finished_fit(run_dir: Path, args: list[str]) -> dict[str, Any] | None:
+    """The result of a fit in ``run_dir`` that ran with exactly ``args``; None if there is
+    none, or if it ran with other arguments (then it is fitted again)."""
+    path = run_dir / FIT_RESULT
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return saved["result"] if saved.get("args") == args else None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Whole or not at all: a process killed while writing leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
 
 
 def figure2_summary(
@@ -361,6 +398,9 @@ def figure2_summary(
         "interval": stats.METHOD,
         "run": asdict(run),
         "wall_seconds": round(wall_seconds, 1),
+        "fit_seconds": round(
+            sum(s.get("fit_seconds", 0.0) for r in results for s in r["per_seed"]), 1
+        ),  # fmt: skip
         "best": {name: {**r, "curves": curves[r["name"]]} for name, r in best.items()},
         "differences": differences(best),
         "grid": list(results),
@@ -534,6 +574,8 @@ def add_parser(commands: Any) -> None:
                       help="any train.py setting, e.g. data.init_args.verify_md5=false")  # fmt: skip
     fig2.add_argument("--wandb", choices=("offline", "online", "off"), default="offline")
     fig2.add_argument("--redraw", action="store_true", help="draw again from DIR's JSON")
+    fig2.add_argument("--resume", action="store_true",
+                      help="reuse the fits in DIR/runs that ran with the same arguments")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:
@@ -556,8 +598,12 @@ def run(args: argparse.Namespace) -> None:
             num_workers=args.num_workers, wandb=args.wandb, seeds=tuple(range(args.seeds)),
             sets=tuple(args.sets),
         )  # fmt: skip
-        summary = figure2(args.task, args.out, args.optimizers, args.beta2, args.lrs, run_settings)
+        summary = figure2(
+            args.task, args.out, args.optimizers, args.beta2, args.lrs, run_settings, args.resume
+        )
     print_summary(summary)
+    if summary.get("reused_fits"):
+        print(f"reused {summary['reused_fits']} finished fits (--resume)")
     print(f"wrote {args.out / f'figure2_{args.task}'}.png, .pdf and .json")
 
 

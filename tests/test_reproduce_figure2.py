@@ -245,3 +245,21 @@ def test_seeds_and_settings_are_checked(workdir):
     with pytest.raises(SystemExit) as exit_:
         reproduce.main(["figure2", "--task", "mnist_logreg", "--out", "o", "--set=--x=1"])
     assert exit_.value.code.startswith("error: --set takes KEY=VALUE")
+
+
+def test_resume_reuses_only_fits_with_the_same_arguments(workdir):
+    """A grid split over processes (one beta_2 each) and drawn by a last call over all of it."""
+    write_fake_mnist(workdir / "data", n_train=300, n_test=50)
+    out = workdir / "out"
+    common = ["--task", "mnist_logreg", "--data-dir", str(workdir / "data"), "--val-size", "50",
+              "--lrs", "3e-3", "--eval-every", "2", "--wandb", "off", "--seeds", "2",
+              "--optimizers", "adam", "--resume"]  # fmt: skip
+    part = run_figure2(out, *common, "--beta2", "0.99", "--max-steps", "3")
+    assert part["reused_fits"] == 0
+    whole = run_figure2(out, *common, "--beta2", "0.99", "0.999", "--max-steps", "3")
+    assert whole["reused_fits"] == 2  # both seeds of beta_2 = 0.99
+    (first,) = part["grid"]
+    assert whole["grid"][0]["per_seed"] == first["per_seed"]
+    again = run_figure2(out, *common, "--beta2", "0.99", "0.999", "--max-steps", "4")
+    assert again["reused_fits"] == 0  # other arguments: fitted again
+    assert all(p["steps"] == 4 for p in again["grid"])
