@@ -15,7 +15,6 @@ Writes ``DIR/scaling.json``, ``DIR/scaling.png`` and ``.pdf``.
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import math
 import os
@@ -30,10 +29,9 @@ from typing import Any
 from lit_amsgrad import figure_style
 from lit_amsgrad.errors import ConfigError
 from lit_amsgrad.experiments import ONE_THREAD, QUIET, check_out, fit_quietly, load_experiment
+from lit_amsgrad.real_data import MNIST_FILES, SHARED_DATA, real_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
-MNIST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 LINEAR_EFFICIENCY = 0.5  # "linear speed-up holds" while steps(B0) B0 / (B steps(B)) >= this
 DIAG_KEYS = ("diag/gamma_neg_frac", "diag/eff_lr/median")
 
@@ -258,20 +256,6 @@ def redraw(out: Path) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------- the sweeps
-def real_mnist(folder: Path, source: Path = SHARED_MNIST) -> Path | None:
-    """The 10,000 official test digits in torchvision's layout as its train and test files
-    (the datamodule's seeded split holds out 2,000 of them); None when they are absent."""
-    if not all((source / f"{name}.gz").is_file() for name in MNIST_FILES):
-        return None
-    raw = folder / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in MNIST_FILES:
-        data = gzip.decompress((source / f"{name}.gz").read_bytes())
-        for target in (name, name.replace("t10k", "train")):
-            (raw / target).write_bytes(data)
-    return folder
-
-
 def scaling(out: Path, quick: bool = False, mnist_source: Path | None = None) -> dict[str, Any]:
     """Run the B and N sweeps; write scaling.json/.png/.pdf under ``out``; returns the JSON."""
     from rich.progress import Progress
@@ -281,7 +265,7 @@ def scaling(out: Path, quick: bool = False, mnist_source: Path | None = None) ->
     tasks = [task for task in TASKS if "batch_sizes" in spec.get(task, {})]
     data = None
     if "mnist" in tasks:
-        source = mnist_source or SHARED_MNIST
+        source = mnist_source or SHARED_DATA / "mnist"
         data = real_mnist(out / "runs" / "scaling" / "data", source)
         if data is None:
             raise ConfigError(
@@ -444,7 +428,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--redraw", action="store_true",
                         help="recompute speed-ups from DIR/scaling.json and redraw it, no training")  # fmt: skip
     parser.add_argument("--mnist-dir", type=Path, default=None,
-                        help=f"folder with the MNIST t10k-*.gz files (default {SHARED_MNIST})")  # fmt: skip
+                        help=f"folder with the MNIST t10k-*.gz files (default {SHARED_DATA / 'mnist'})")  # fmt: skip
 
 
 def run(args: Any) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import sys
 from pathlib import Path
 
 import pytest
 
 from lit_amsgrad.cli import main
-
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+from lit_amsgrad.real_data import SHARED_DATA, real_mnist
 
 
 @pytest.fixture
@@ -21,17 +18,12 @@ def real_mnist_root(tmp_path) -> Path:
     Only the training files are used: the datamodule's seeded split makes 8,000 of them the
     training set and 2,000 others the held-out validation set.
     """
-    if not all((SHARED_MNIST / f"{name}.gz").is_file() for name in FILES):
+    root = real_mnist(tmp_path / "data")
+    if root is None:
         pytest.skip(
-            f"real MNIST digits not found in {SHARED_MNIST} (only the project's machines have them)"
+            f"real MNIST digits not found in {SHARED_DATA / 'mnist'} (only the project's machines have them)"
         )
-    raw = tmp_path / "data" / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for name in FILES:
-        data = gzip.decompress((SHARED_MNIST / f"{name}.gz").read_bytes())
-        (raw / name).write_bytes(data)
-        (raw / name.replace("t10k", "train")).write_bytes(data)
-    return tmp_path / "data"
+    return root
 
 
 def _finish_wandb_run() -> None:
