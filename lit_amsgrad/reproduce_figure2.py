@@ -488,23 +488,32 @@ def _percent(interval: dict[str, Any]) -> str:
 
 
 def _plot_best(ax_train: Any, ax_val: Any, ax_diag: Any, optimizer: str, result: dict) -> None:
-    from lit_amsgrad.figure_style import optimizer_style
-
-    style = optimizer_style(optimizer)
-    name = style.pop("label")
+    name = registry.label(optimizer)
     label = rf"{name} ($\beta_2$ = {result['beta2']:g}, $\alpha$ = {result['lr']:g})"
     curves = result["curves"]
     if curves.get("train/loss"):
-        _line_with_band(ax_train, curves["train/loss"], style, label, smooth=10)
-    _line_with_band(ax_val, curves["val/loss"], style, label)
+        _line_with_band(ax_train, curves["train/loss"], optimizer, label, smooth=10)
+    _line_with_band(ax_val, curves["val/loss"], optimizer, label)
     for key, ls in zip(DIAG_KEYS, ("-", "--"), strict=True):
         if curves.get(key):
             steps, means = [r[0] for r in curves[key]], [r[1] for r in curves[key]]
             what = r"$\Gamma_t < 0$" if key == DIAG_KEYS[0] else r"$\hat v_t > v_t$"
-            ax_diag.plot(steps, means, **{**style, "ls": ls}, label=f"{name}: {what}")
+            style = {**_style(optimizer, len(steps)), "ls": ls}
+            ax_diag.plot(steps, means, **style, label=f"{name}: {what}")
 
 
-def _line_with_band(ax: Any, rows: list, style: dict, label: str, smooth: int = 1) -> None:
+def _style(optimizer: str, points: int) -> dict[str, Any]:
+    """The optimizer's line style without its label; a marker on every point of a short
+    curve, so that a curve of one point is drawn too."""
+    from lit_amsgrad.figure_style import optimizer_style
+
+    style = optimizer_style(optimizer, markevery=None if points <= 12 else 0.1)
+    style.pop("label")
+    return style
+
+
+def _line_with_band(ax: Any, rows: list, optimizer: str, label: str, smooth: int = 1) -> None:
+    style = _style(optimizer, len(rows))
     steps = [r[0] for r in rows]
     mean = _smooth([r[1] for r in rows], smooth)
     ax.plot(steps, mean, **style, label=label)
@@ -604,7 +613,8 @@ def run(args: argparse.Namespace) -> None:
     print_summary(summary)
     if summary.get("reused_fits"):
         print(f"reused {summary['reused_fits']} finished fits (--resume)")
-    print(f"wrote {args.out / f'figure2_{args.task}'}.png, .pdf and .json")
+    written = ".png and .pdf from the .json" if args.redraw else ".png, .pdf and .json"
+    print(f"wrote {args.out / f'figure2_{args.task}'}{written}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -263,3 +263,24 @@ def test_resume_reuses_only_fits_with_the_same_arguments(workdir):
     again = run_figure2(out, *common, "--beta2", "0.99", "0.999", "--max-steps", "4")
     assert again["reused_fits"] == 0  # other arguments: fitted again
     assert all(p["steps"] == 4 for p in again["grid"])
+
+
+def test_a_curve_of_one_point_is_drawn(monkeypatch, tmp_path):
+    """A diagnostic logged once (a run shorter than two logging intervals) still shows up:
+    spaced markers skipped it, and a one-point line without a marker is invisible."""
+    from lit_amsgrad import figure_style
+
+    drawn = {}
+    monkeypatch.setattr(figure_style, "save_figure", lambda fig, stem: drawn.update(fig=fig))
+    interval = stats.t_interval([1.0, 1.1]).as_json()
+    point = {"optimizer": "adam", "name": "adam_x", "beta2": 0.99, "lr": 1e-3,
+             "final_val_loss": 1.0, "intervals": {"final_val_loss": interval, "test_acc": interval},
+             "per_seed": [{"seed": 0}, {"seed": 1}]}  # fmt: skip
+    curves = {"val/loss": [[10, 1.0, 0.9, 1.1]], "diag/gamma_neg_frac": [[5, 0.9, 0.8, 1.0]]}
+    summary = {"task": "cifarnet", "best": {"adam": {**point, "curves": curves}},
+               "grid": [point], "differences": {}}  # fmt: skip
+    reproduce_figure2.plot_figure2(summary, tmp_path / "f")
+    ax_diag = drawn["fig"].axes[2]
+    (line,) = ax_diag.get_lines()
+    assert list(line.get_xdata()) == [5] and line.get_marker() not in ("None", "", None)
+    assert line.get_markevery() is None
