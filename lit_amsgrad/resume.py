@@ -72,6 +72,8 @@ def settings_differences(
         saved = _as_config(checkpoint.get(saved_key))
         if saved is None:
             continue
+        if section == "data":
+            saved = _with_split_seed(saved)
         now = _plain(config.get(section)) or {}
         if "class_path" not in saved:
             now = {"init_args": now.get("init_args", {})}
@@ -80,6 +82,15 @@ def settings_differences(
     if "model" in sections:
         differences += _optimizer_differences(checkpoint, config)
     return list(dict.fromkeys(differences))  # the lr of hparams and of the state: once
+
+
+def _with_split_seed(saved: dict[str, Any]) -> dict[str, Any]:
+    """Image datamodules saved before ``split_seed`` existed drew their split with ``seed``:
+    that is the split seed they trained on, so a resume with another split is refused."""
+    init = saved.get("init_args", {})
+    if "seed" in init and "val_size" in init and "split_seed" not in init:
+        saved = {**saved, "init_args": {**init, "split_seed": init["seed"]}}
+    return saved
 
 
 def _compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

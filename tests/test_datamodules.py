@@ -247,3 +247,19 @@ def test_val_size_zero_trains_on_everything_without_validation(fake_mnist):
     dm.setup("fit")
     assert len(dm.train_set) == len(splits["train"].labels)
     assert dm.val_dataloader() == []
+
+
+def test_a_checkpoint_from_before_split_seed_keeps_its_split_on_resume():
+    """Before split_seed, ``seed`` drew the split too: resuming such a checkpoint with the
+    default split_seed would train on another split, silently; it is refused instead."""
+    from lit_amsgrad.resume import settings_differences
+
+    old = {"datamodule_hyper_parameters": {"_class_path": "datamodules.MNISTDataModule",
+                                           "seed": 3, "val_size": 50, "batch_size": 32}}  # fmt: skip
+    now = {"data": {"class_path": "datamodules.MNISTDataModule",
+                    "init_args": {"seed": 3, "val_size": 50, "batch_size": 32, "split_seed": 0}}}  # fmt: skip
+    assert settings_differences(old, now, ("data",)) == [
+        "data.init_args.split_seed: 3 in the checkpoint, 0 now"
+    ]
+    now["data"]["init_args"]["split_seed"] = 3
+    assert settings_differences(old, now, ("data",)) == []
