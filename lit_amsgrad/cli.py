@@ -252,7 +252,7 @@ class AMSGradCLI(LightningCLI):
 RUN_DIR_ENV = "LIT_AMSGRAD_RUN_DIR"
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
+def user_errors() -> tuple[type[Exception], ...]:
     """Errors whose message is the whole story: printed as one line, no traceback."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -525,7 +525,7 @@ def _run_cli(resolved: list[str], from_command_line: bool) -> AMSGradCLI:
             sys.argv[1:] = resolved
             return AMSGradCLI(run_name=config_stem(resolved), announce=True)
         return AMSGradCLI(args=resolved, run_name=config_stem(resolved))
-    except _user_errors() as err:
+    except user_errors() as err:
         if not from_command_line:
             raise
         sys.exit(f"error: {err}")

@@ -53,11 +53,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         module.add_parser(commands)
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
-    from lit_amsgrad.errors import ConfigError
+    from lit_amsgrad.cli import user_errors
 
     try:
         experiments[args.command].run(args)
-    except ConfigError as err:  # bad input: one line, not a traceback
+    except user_errors() as err:  # bad input or unusable data: one line, as train.py's
         raise SystemExit(f"error: {err}") from None
 
 

@@ -284,3 +284,19 @@ def test_a_curve_of_one_point_is_drawn(monkeypatch, tmp_path):
     (line,) = ax_diag.get_lines()
     assert list(line.get_xdata()) == [5] and line.get_marker() not in ("None", "", None)
     assert line.get_markevery() is None
+
+
+def test_unusable_data_is_one_error_line_naming_the_way_out(workdir):
+    """CIFAR-10 files of one's own (not the official md5s): one line, as train.py prints it,
+    pointing to verify_md5; with it, the same files train."""
+    write_fake_cifar10(workdir / "data", n_per_batch=20, n_test=20)
+    args = ["figure2", "--task", "cifarnet", "--out", "o", "--data-dir", str(workdir / "data"),
+            "--val-size", "20", "--lrs", "1e-3", "--beta2", "0.99", "--optimizers", "adam",
+            "--max-steps", "1", "--wandb", "off", "--set", "data.init_args.download=false"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main(args)
+    assert exit_.value.code.startswith("error: CIFAR-10 file ")
+    assert "verify_md5=false" in exit_.value.code and "\n" not in exit_.value.code
+    reproduce.main([*args, "--set", "data.init_args.verify_md5=false", "--eval-every", "1"])
+    summary = json.loads(Path("o/figure2_cifarnet.json").read_text())
+    assert math.isfinite(summary["grid"][0]["test_acc"])
