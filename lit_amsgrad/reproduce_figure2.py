@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ class Figure2Run:
     num_workers: int | None = None
     wandb: str = "offline"
     seeds: tuple[int, ...] = (0,)
-    sets: tuple[str, ...] = field(default_factory=tuple)
+    sets: tuple[str, ...] = ()
 
 
 def grid(
@@ -478,7 +478,8 @@ def figure2_title(summary: dict[str, Any]) -> str:
                 f"{other if d['mean'] > 0 else base} ahead")  # fmt: skip
             line2 += (f"; {other} $-$ {base}: {100 * d['mean']:+.2f} points "
                       f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}], {verdict}")  # fmt: skip
-    return f"{task}: Adam and AMSGrad over the grid of Figure 2\n{line2}"
+    names = " and ".join(registry.label(optimizer) for optimizer in best)
+    return f"{task}: {names} over the grid of Figure 2\n{line2}"
 
 
 def _percent(interval: dict[str, Any]) -> str:

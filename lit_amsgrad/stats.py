@@ -27,10 +27,6 @@ class Interval:
     def as_json(self) -> dict[str, float | int | None]:
         return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
 
-    @property
-    def half_width(self) -> float | None:
-        return None if self.high is None else self.high - self.mean
-
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
     """Mean and Student t interval of independent values (one per seed)."""

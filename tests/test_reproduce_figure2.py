@@ -236,6 +236,10 @@ def test_a_short_run_is_not_titled_with_a_conclusion():
     assert "AMSGrad ahead" in ahead and "no difference" not in ahead
     one_seed = reproduce_figure2.figure2_title(summary([0.01]))
     assert "1 seed" in one_seed and "ahead" not in one_seed and "resolved" not in one_seed
+    alone = summary([0.01, 0.02])
+    del alone["best"]["adam"], alone["differences"]
+    title = reproduce_figure2.figure2_title(alone)  # --optimizers amsgrad: no Adam named
+    assert title.startswith("MNIST, MLP: AMSGrad over the grid") and "Adam " not in title
 
 
 def test_seeds_and_settings_are_checked(workdir):
