@@ -7,9 +7,13 @@ For logistic regression, the MLP and CIFARNET, in one run and one process:
   weights and optimizer (the task config's paper-mode AMSGrad);
 - **Lightning, resident**: ``ImageClassifier`` and the real datamodule in a ``Trainer``
   (no logger, checkpoints, progress bar or validation: the loop itself);
-- **Lightning, train.py callbacks**: the same plus what the task config adds
-  (``OptimizerDiagnostics`` at its 50 steps, the periodic and best ``ModelCheckpoint``,
-  a CSV logger);
+- **Lightning, train.py callbacks**: the trainer, model and datamodule that ``train.py fit
+  --config <task>_amsgrad.yaml`` builds (``AMSGradCLI`` on the shipped config: its
+  ``OptimizerDiagnostics``, best and periodic ``ModelCheckpoint``, and what the CLI adds to
+  every fit: the interruption checkpoint, the last step's log, the recorded config, atomic
+  checkpoint writes), with figure 2's settings: a CSV logger (no W&B, whose cost is at
+  logging steps and in its own service process), no progress bar or model summary; one
+  epoch without validation, like the other rows;
 - **Lightning, per-sample**: ``per_sample=True`` (torchvision's PIL path, DataLoader).
 
 First it measures what a bare ``Trainer`` itself adds per step (a one-weight model on the
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import statistics
 import sys
@@ -46,6 +51,9 @@ from datamodules import CIFAR10DataModule, MNISTDataModule
 from lit_amsgrad.models import ImageClassifier
 from lit_amsgrad.optim import AMSGrad
 
+#: net: the shipped config that trains it (configs/tasks/<task>.yaml + optimizers/amsgrad.yaml)
+TASK_CONFIGS = {"logreg": "mnist_logreg_amsgrad.yaml", "mlp": "mnist_mlp_amsgrad.yaml",
+                "cifarnet": "cifarnet_amsgrad.yaml"}  # fmt: skip
 TASKS = {  # net: (datamodule class, the task config's optimizer)
     "logreg": (MNISTDataModule, functools.partial(AMSGrad, lr=1e-2, lr_schedule="inv_sqrt")),
     "mlp": (MNISTDataModule, functools.partial(AMSGrad, lr=1e-3)),
@@ -113,32 +121,44 @@ class EpochTimer(L.Callback):
 
 
 def lightning_epoch(net: str, data_dir: Path, train_size: int, device: str, *,
-                    per_sample: bool = False, config_callbacks: bool = False) -> float:  # fmt: skip
+                    per_sample: bool = False) -> float:  # fmt: skip
     """Images/s of one Lightning epoch of ``ImageClassifier`` on the real datamodule."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from callbacks import OptimizerDiagnostics
-
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        extra, logger = [], False
-        if config_callbacks:  # what configs/tasks/<task>.yaml adds
-            extra = [
-                OptimizerDiagnostics(log_every_n_steps=50, histogram_every_n_steps=500,
-                                     on_nonfinite="stop"),
-                ModelCheckpoint(dirpath=tmp, save_last=True),
-                ModelCheckpoint(dirpath=tmp, every_n_train_steps=500, filename="last-periodic"),
-            ]  # fmt: skip
-            logger = CSVLogger(tmp)
         trainer = L.Trainer(
-            accelerator=device, devices=1, max_epochs=1, logger=logger,
-            callbacks=[timer, *extra], enable_checkpointing=config_callbacks,
-            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-            num_sanity_val_steps=0, default_root_dir=tmp,
+            accelerator=device, devices=1, max_epochs=1, logger=False, callbacks=[timer],
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=tmp,
         )  # fmt: skip
         dm = datamodule(net, data_dir, train_size, per_sample=per_sample)
         trainer.fit(fresh_model(net), datamodule=dm)
+    return train_size / timer.seconds
+
+
+def train_py_epoch(net: str, data_dir: Path, train_size: int, device: str) -> float:
+    """Images/s of one epoch of what ``train.py fit`` builds from the task's shipped config
+    (figure 2's logger and display settings, no validation)."""
+    from lit_amsgrad.cli import AMSGradCLI, release_run_lock
+    from lit_amsgrad.reproduce import config_args
+
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                  "init_args": {"save_dir": tmp, "name": "csv", "version": ""}}  # fmt: skip
+        args = [
+            *config_args(TASK_CONFIGS[net]),
+            f"--trainer.default_root_dir={tmp}", f"--trainer.accelerator={device}",
+            "--trainer.devices=1", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+            "--trainer.num_sanity_val_steps=0", f"--trainer.logger={json.dumps(logger)}",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+            f"--data.init_args.data_dir={data_dir}", f"--data.init_args.train_size={train_size}",
+            "--data.init_args.val_size=5000", "--data.init_args.num_workers=0",
+        ]  # fmt: skip
+        try:  # the fit subcommand: what the CLI adds to a fit is only added there
+            AMSGradCLI(args=["fit", *args], run_name="train_throughput",
+                       trainer_defaults={"callbacks": [timer]})  # fmt: skip
+        finally:
+            release_run_lock()
     return train_size / timer.seconds
 
 
@@ -191,7 +211,7 @@ def measure(net: str, data_dir: Path, train_size: int, device: str, rounds: int,
     runs = {
         PATHS[0]: lambda: plain_loop(net, data_dir, train_size, device),
         PATHS[1]: lambda: lightning_epoch(net, data_dir, train_size, device),
-        PATHS[2]: lambda: lightning_epoch(net, data_dir, train_size, device, config_callbacks=True),
+        PATHS[2]: lambda: train_py_epoch(net, data_dir, train_size, device),
     }
     if per_sample:
         runs[PATHS[3]] = lambda: lightning_epoch(net, data_dir, train_size, device, per_sample=True)
@@ -229,7 +249,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
           f"device {args.device}, batch 128, {args.rounds} rounds")  # fmt: skip
