@@ -365,6 +365,43 @@ def test_each_tensor_is_streamed_by_one_loop(monkeypatch, cls, kwargs):
         assert ours == len(shapes)
 
 
+def test_the_fusion_rule_holds_after_another_compile_in_the_thread(monkeypatch):
+    """Inductor reads ``inductor_choices_class`` once per thread, at its first compile: a
+    ``torch.compile`` of the model before the first fused step (the usual order) left the step
+    with inductor's default fusion, two tensors streamed by one loop, and the FX graph cache
+    kept that kernel under the key of our rule."""
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.virtualized import V
+
+    shapes = [(9, 16), (9, 16), (9, 16)]
+    default = InductorChoices()
+    with V.set_choices_handler(default):  # what a compile before ours leaves in the thread
+        loops = _loops_generated(monkeypatch, AMSGrad, {}, shapes, fused.inductor_options())
+        assert V.choices is default
+    assert loops == len(shapes)
+
+
+def test_the_fusion_rule_does_not_stay_for_the_next_compile(monkeypatch):
+    """The fused step's first compile in a thread no longer leaves its fusion rule as that
+    thread's choices for every later compile (the user's model's)."""
+    import threading
+
+    from torch._inductor.virtualized import V
+
+    from lit_amsgrad.optim.fusion_choices import OneLoopPerTensor
+
+    left: list[object] = []
+
+    def first_compile_in_a_new_thread():
+        _loops_generated(monkeypatch, AMSGrad, {}, [(9, 16)], fused.inductor_options())
+        left.append(V.choices)
+
+    thread = threading.Thread(target=first_compile_in_a_new_thread)
+    thread.start()
+    thread.join()
+    assert len(left) == 1 and not isinstance(left[0], OneLoopPerTensor)
+
+
 def test_float64_fused_step_uses_float64_scalars():
     """float64 parameters get their lr, betas and eps in float64: with float32 scalars the
     fused step would drift from the eager one by float32 round-off (about 1e-8 relative)."""

@@ -154,7 +154,7 @@ def run(
     if compiled is None:
         start = time.perf_counter()
         graph, fakes = trace(make_body(), params, grads, states, steps, scalars)
-        compiled = _KERNELS[key] = torch._inductor.compile(graph, fakes, options=inductor_options())
+        compiled = _KERNELS[key] = compile_graph(graph, fakes)
         seconds = COMPILE_SECONDS[key] = time.perf_counter() - start
         log.info(
             "compiled fused %s step for %d %s tensors on %s in %.1f s",
@@ -163,6 +163,23 @@ def run(
     _BY_PARAMS[fast_key] = compiled
     compiled(*inputs)
     return seconds
+
+
+def compile_graph(graph: torch.fx.GraphModule, fakes: list[Tensor]) -> Callable[..., None]:
+    """``graph`` compiled by inductor under :func:`inductor_options`, with the fusion rule
+    installed for this compile only. Inductor reads ``inductor_choices_class`` once per
+    thread, at that thread's first compile, and keeps the instance: without this, a
+    ``torch.compile`` of the model before the first step left the step with inductor's default
+    fusion (and the FX graph cache kept that kernel under our rule's key), and a step that
+    compiled first left our rule in place for every later compile of the thread."""
+    options = inductor_options()
+    choices = options.get("inductor_choices_class")
+    if choices is None:  # pragma: no cover - older torch
+        return torch._inductor.compile(graph, fakes, options=options)
+    from torch._inductor.virtualized import V
+
+    with V.set_choices_handler(choices()):
+        return torch._inductor.compile(graph, fakes, options=options)
 
 
 def inductor_options() -> dict[str, Any]:
