@@ -10,7 +10,9 @@ What it adds to LightningCLI, and why:
   running the same command twice works;
 - the default logger is W&B, offline when there are no credentials (sync later with
   ``wandb sync``);
-- a rich progress bar and model summary unless the config brings its own.
+- a rich progress bar and model summary unless the config brings its own;
+- the callbacks' per-batch hooks that are ``Callback``'s no-ops are skipped, not dispatched
+  (``lit_amsgrad.hook_dispatch``: ~10-30 us per callback and step otherwise).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from lit_amsgrad.config_files import (  # noqa: F401 - re-exported: cli.resolve_
 )
 from lit_amsgrad.errors import ConfigError, condense_parse_error
 from lit_amsgrad.fit_summary import fit_summary
+from lit_amsgrad.hook_dispatch import skip_noop_hooks
 from lit_amsgrad.last_step import LogTheLastStep
 from lit_amsgrad.quiet import silence_known_harmless
 from lit_amsgrad.report import fit_end_message
@@ -243,6 +246,7 @@ class AMSGradCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         trainer = super()._instantiate_trainer(config, callbacks)
+        skip_noop_hooks(trainer.callbacks)
         refuse_replaced_precision(config.get("precision"), trainer)
         run_config = self.config[self.subcommand] if self.subcommand else self.config
         set_ddp_timeout(trainer, run_config.get("ddp_timeout_s", DEFAULT_DDP_TIMEOUT_S))
