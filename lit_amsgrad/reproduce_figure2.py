@@ -159,6 +159,7 @@ def fit_grid_point(
     """Fit one grid point and seed through the project's CLI; returns the CLI (its trainer
     and model) and the final validation and test loss and accuracy."""
     from lit_amsgrad.cli import AMSGradCLI, _finish_wandb
+    from lit_amsgrad.hook_dispatch import skip_noop_hooks
 
     quiet_lightning()
     cli = AMSGradCLI(args=args, run=False, save_config_callback=None, run_name="reproduce")
@@ -168,6 +169,7 @@ def fit_grid_point(
     if run.diag_every is not None:
         for callback in diagnostics:  # read when training starts
             callback.log_every_n_steps = run.diag_every
+    skip_noop_hooks(extra_callbacks)  # as the CLI does for the config's callbacks
     cli.trainer.callbacks.extend(extra_callbacks)
     try:
         cli.trainer.fit(cli.model, cli.datamodule)

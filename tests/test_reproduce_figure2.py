@@ -116,6 +116,23 @@ def test_figure2_needs_the_diagnostics_callback(workdir, tmp_path):
         reproduce_figure2.fit_grid_point([*args, "--trainer.callbacks=[]"], run)
 
 
+def test_a_grid_point_does_not_dispatch_its_extra_callbacks_noop_hooks(workdir, tmp_path):
+    """Like the config's callbacks (lit_amsgrad.hook_dispatch): the step display only moves
+    at the end of a batch, and its other per-batch hooks are not dispatched every step."""
+    from unittest import mock
+
+    write_fake_mnist(tmp_path / "data", n_train=400, n_test=50)
+    point = reproduce_figure2.GridPoint("amsgrad", 0.999, 1e-3)
+    run = reproduce_figure2.Figure2Run(max_steps=3, eval_every=3, data_dir=str(tmp_path / "data"),
+                                       val_size=100, num_workers=0, wandb="off")  # fmt: skip
+    args = reproduce_figure2.figure2_args("mnist_logreg", point, run, tmp_path / "run")
+    progress = mock.Mock()
+    display = reproduce_figure2._step_progress(progress, "steps")
+    reproduce_figure2.fit_grid_point(args, run, [display])
+    assert display.on_before_backward is None and display.on_train_batch_start is None
+    assert [c.kwargs["completed"] for c in progress.update.call_args_list] == [1, 2, 3]
+
+
 @pytest.mark.slow
 def test_figure2_on_fake_cifar10(workdir, monkeypatch):
     skip_cifar10_md5(monkeypatch)
