@@ -14,13 +14,22 @@ checkpoint, last-step log and recorded config), most of which act at the start o
 to ``None`` on the instance, which the dispatcher skips. A hook the callback's class
 overrides, or one set on the instance, stays; calling a no-op or not is the same, so no
 behaviour changes.
+
+``ModelCheckpoint``'s ``on_train_batch_end`` is the one per-batch hook of the configs'
+checkpoints, and without a ``train_time_interval`` it returns at once unless
+``every_n_train_steps`` divides the global step: after its checks of the trainer's state
+(fast_dev_run, the trainer's stage, sanity checking), ~5-10 us a step. So a checkpoint with
+neither trigger (the configs' best one, which saves after validation) does not have it
+dispatched, and a periodic one has it called on its steps only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 #: the hooks Lightning dispatches once (or more) per batch
 PER_BATCH_HOOKS = (
@@ -40,9 +49,41 @@ PER_BATCH_HOOKS = (
 
 
 def skip_noop_hooks(callbacks: Iterable[Callback]) -> None:
-    """Lightning skips the per-batch hooks of ``callbacks`` that are ``Callback``'s no-ops."""
+    """Lightning skips the per-batch hooks of ``callbacks`` that are ``Callback``'s no-ops,
+    and a ``ModelCheckpoint``'s ``on_train_batch_end`` on the steps where it saves nothing."""
     for callback in callbacks:
         own = vars(callback)
         for name in PER_BATCH_HOOKS:
             if name not in own and getattr(type(callback), name, None) is getattr(Callback, name):
                 setattr(callback, name, None)
+        if isinstance(callback, ModelCheckpoint):
+            _checkpoint_on_its_steps(callback)
+
+
+def _checkpoint_on_its_steps(checkpoint: ModelCheckpoint) -> None:
+    """``on_train_batch_end`` of a checkpoint without a time trigger: not dispatched without
+    a step trigger, else called on the steps ``every_n_train_steps`` divides (on the others
+    Lightning's own returns without an effect, in automatic and manual optimization)."""
+    if (
+        "on_train_batch_end" in vars(checkpoint)
+        or type(checkpoint).on_train_batch_end is not ModelCheckpoint.on_train_batch_end
+        or checkpoint._train_time_interval is not None
+    ):
+        return
+    if checkpoint._every_n_train_steps < 1:
+        checkpoint.on_train_batch_end = None
+    else:
+        checkpoint.on_train_batch_end = _OnItsSteps(checkpoint)
+
+
+class _OnItsSteps:
+    """A periodic checkpoint's ``on_train_batch_end``, called on its steps only (a class, not
+    a closure: a trainer pickled for a spawned process takes its callbacks along)."""
+
+    def __init__(self, checkpoint: ModelCheckpoint) -> None:
+        self.checkpoint = checkpoint
+
+    def __call__(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        every = self.checkpoint._every_n_train_steps
+        if every >= 1 and trainer.global_step % every == 0:
+            ModelCheckpoint.on_train_batch_end(self.checkpoint, trainer, *args, **kwargs)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from collections import Counter
 
 import pytest
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint
 from lightning.pytorch.profilers import Profiler
@@ -79,6 +81,8 @@ def test_a_train_py_fit_dispatches_only_the_hooks_its_callbacks_define(workdir):
     assert any(isinstance(c, LogTheLastStep) for c in callbacks)
     for callback in callbacks:
         for name in PER_BATCH_HOOKS:
+            if isinstance(callback, ModelCheckpoint) and name == "on_train_batch_end":
+                continue  # see the next tests
             noop = getattr(type(callback), name) is getattr(Callback, name)
             assert (getattr(callback, name) is None) == noop, (type(callback).__name__, name)
     # what Lightning dispatched: each callback's own per-batch hooks once per step, no others
@@ -91,5 +95,49 @@ def test_a_train_py_fit_dispatches_only_the_hooks_its_callbacks_define(workdir):
     assert dispatched == {
         ("OptimizerDiagnostics", "on_before_optimizer_step"): steps,
         ("OptimizerDiagnostics", "on_train_batch_end"): steps,
-        ("ModelCheckpoint", "on_train_batch_end"): 2 * steps,
-    }
+        ("ModelCheckpoint", "on_train_batch_end"): steps,  # the periodic one; the best one
+    }  # saves after validation and has no per-batch hook left
+
+
+def test_a_checkpoint_without_a_step_or_time_trigger_has_no_batch_hook_and_others_keep_theirs():
+    from datetime import timedelta
+
+    class OwnBatchEnd(ModelCheckpoint):
+        def on_train_batch_end(self, *args) -> None:
+            pass
+
+    best = ModelCheckpoint(monitor="val/acc", mode="max", save_last=True)
+    periodic = ModelCheckpoint(every_n_train_steps=3, filename="last-periodic")
+    timed = ModelCheckpoint(train_time_interval=timedelta(minutes=5))
+    own = OwnBatchEnd(every_n_train_steps=3)
+    skip_noop_hooks([best, periodic, timed, own])
+    assert best.on_train_batch_end is None
+    assert callable(periodic.on_train_batch_end) and "on_train_batch_end" in vars(periodic)
+    assert "on_train_batch_end" not in vars(timed) and "on_train_batch_end" not in vars(own)
+    # a trainer pickled for a spawned process takes its callbacks along
+    copy = pickle.loads(pickle.dumps(periodic))
+    assert copy.on_train_batch_end.checkpoint is copy
+
+
+def test_the_periodic_checkpoint_saves_on_its_steps_and_only_calls_lightning_there(
+    workdir, monkeypatch
+):
+    calls: list[int] = []
+    lightning_hook = ModelCheckpoint.on_train_batch_end
+
+    def recording(self, trainer, *args, **kwargs):
+        calls.append(trainer.global_step)
+        return lightning_hook(self, trainer, *args, **kwargs)
+
+    monkeypatch.setattr(ModelCheckpoint, "on_train_batch_end", recording)
+    root = workdir / "periodic"
+    # the config's last callback is the periodic checkpoint: every 2 steps instead of 500
+    cli = main(["fit", *LOGREG, "--trainer.max_steps=5", "--trainer.max_epochs=-1",
+                f"--trainer.default_root_dir={root}",
+                "--trainer.callbacks.every_n_train_steps=2"])  # fmt: skip
+    (periodic,) = [c for c in cli.trainer.callbacks
+                   if isinstance(c, ModelCheckpoint) and c._every_n_train_steps]  # fmt: skip
+    assert periodic._every_n_train_steps == 2
+    assert calls == [2, 4]  # Lightning's hook on the periodic checkpoint's steps only
+    (saved,) = root.rglob("last-periodic.ckpt")
+    assert torch.load(saved, map_location="cpu", weights_only=False)["global_step"] == 4
