@@ -35,6 +35,7 @@ from lit_amsgrad.optim import AMSGrad
 SHAPES = {"logreg": (1, 28, 28), "mlp": (1, 28, 28), "cifarnet": (3, 32, 32)}
 
 SETTINGS = (1, 10, 50)
+COMPILE = {"on": True, "off": False, "auto": None}  # --compile: OptimizerDiagnostics(compile=)
 
 
 class Classifier(pl.LightningModule):
@@ -106,7 +107,9 @@ def measure(args, net: str, log_every: int, timer: HookTimer) -> dict[str, float
     block = max(log_every, 20)
     n_blocks = 2 * args.pairs + 1  # off, on, off, ..., off
     pl.seed_everything(0, verbose=False)
-    diag = OptimizerDiagnostics(log_every_n_steps=log_every, histogram_every_n_steps=0)
+    diag = OptimizerDiagnostics(
+        log_every_n_steps=log_every, histogram_every_n_steps=0, compile=COMPILE[args.compile]
+    )
     blocks = Blocks(diag, args.warmup, block, timer)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = pl.Trainer(
@@ -141,6 +144,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--optimizer", choices=["amsgrad", "torch_adam"], default="amsgrad")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--compile",
+        choices=list(COMPILE),
+        default="on",
+        help="the logging step compiled (on), eager (off) or when it pays (auto: these short "
+        "fits stay eager)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -66,6 +66,17 @@ class TorchAdamAdapter:
         return state["exp_avg_sq"], state["max_exp_avg_sq"] if self._group(p)["amsgrad"] else None
 
 
+def moments_of(
+    view: MomentView, params: list[Tensor]
+) -> tuple[list[Tensor], list[tuple[Tensor, Tensor | None]]]:
+    """``inverse_lr`` and ``second_moment`` of every parameter; a view that also answers
+    ``moments(params)`` (every ``lit_amsgrad.optim`` optimizer) answers for all at once."""
+    batched = getattr(view, "moments", None)
+    if callable(batched):
+        return batched(params)
+    return [view.inverse_lr(p) for p in params], [view.second_moment(p) for p in params]
+
+
 def moment_view(optimizer: torch.optim.Optimizer) -> MomentView | None:
     """The optimizer itself if it answers both questions, an adapter for torch Adam(W), else None."""
     if callable(getattr(optimizer, "inverse_lr", None)) and callable(

@@ -11,6 +11,7 @@ the DDP replicas' optimizer state at logging steps (``callbacks.replicas``), and
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ class OptimizerDiagnostics(pl.Callback):
     ``check_replicas=True`` makes every rank all-reduce a checksum of parameters and state at
     logging steps (DDP only: sharded strategies differ per rank by design); rank zero logs
     ``diag/replica_max_abs_diff``, 0 when the replicas agree.
+
+    ``compile``: a logging step's device side is one function (``callbacks.stats.
+    device_stats``), run eagerly or compiled into one kernel (``callbacks.compiled_stats``).
+    ``None`` (default) compiles only when the fit is long enough for the kernel to repay its
+    compilation (seconds); ``True`` always, ``False`` never. Both give the same values.
     """
 
     ON_NONFINITE = ("log", "stop")
@@ -69,6 +75,7 @@ class OptimizerDiagnostics(pl.Callback):
         per_parameter: bool = True,
         check_replicas: bool = False,
         on_nonfinite: str = "log",
+        compile: bool | None = None,
     ) -> None:
         if not isinstance(log_every_n_steps, int) or log_every_n_steps < 1:
             raise ValueError(f"log_every_n_steps must be an int >= 1, got {log_every_n_steps!r}")
@@ -81,7 +88,9 @@ class OptimizerDiagnostics(pl.Callback):
                 f"on_nonfinite must be one of {', '.join(map(repr, self.ON_NONFINITE))}, "
                 f"got {on_nonfinite!r}"
             )
-        self.check_replicas, self.on_nonfinite = check_replicas, on_nonfinite
+        if compile not in (None, True, False):
+            raise ValueError(f"compile must be null (when it pays), true or false, got {compile!r}")
+        self.check_replicas, self.on_nonfinite, self.compile = check_replicas, on_nonfinite, compile
         self._names: dict[int, str] = {}
         self.log_every_n_steps = log_every_n_steps
         self.histogram_every_n_steps = histogram_every_n_steps
@@ -126,6 +135,8 @@ class OptimizerDiagnostics(pl.Callback):
                     if self.check_replicas
                     else None
                 ),
+                compile=self.compile,
+                expected_steps=_expected_steps(trainer),
             )
             self._probes.append(probe.attach())
 
@@ -182,6 +193,15 @@ class OptimizerDiagnostics(pl.Callback):
     def _log(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
+
+
+def _expected_steps(trainer: pl.Trainer) -> int | None:
+    """Optimizer steps the fit will take in all (None: unbounded), for ``compile=None``."""
+    try:
+        total = trainer.estimated_stepping_batches
+    except Exception:  # noqa: BLE001 - no estimate (an iterable dataloader): decide eager
+        return None
+    return int(total) if math.isfinite(total) else None
 
 
 def _completed_steps(optimizer: torch.optim.Optimizer) -> int:

@@ -82,13 +82,6 @@ def nonfinite_flags(tensors: list[Tensor]) -> Tensor:
     return ~torch.isfinite(torch.stack([n.to(dev, torch.float32) for n in norms]))
 
 
-def nonfinite_count(tensors: list[Tensor]) -> Tensor:
-    """Non-finite entries over all ``tensors``, a 0-d float64 tensor (no host sync)."""
-    dev = tensors[0].device
-    counts = [torch.isfinite(t).logical_not_().sum().to(dev) for t in tensors]
-    return torch.stack(counts).sum().double()
-
-
 def find_nonfinite(watched: Watched) -> list[tuple[str, str]]:
     """(parameter name, what) of each non-finite tensor: one host transfer for all of them."""
     if not watched:

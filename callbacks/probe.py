@@ -14,6 +14,10 @@ Two optional extras ride in the same host transfer at logging steps: ``<prefix>/
 (NaN/inf entries over parameters, gradients and state) and ``<prefix>/replica_max_abs_diff``
 (DDP replicas' disagreement, see ``callbacks.replicas``). A probe without ``on_metrics`` only
 takes part in the replica check's collective: what the ranks other than zero run.
+
+A logging step's device work is ``callbacks.stats.device_stats`` (eager, or compiled when
+``compile`` says so: ``callbacks.compiled_stats``), its host work the reduction of the
+transferred rows to metrics (``callbacks.stats.rows_metrics``).
 """
 
 from __future__ import annotations
@@ -24,17 +28,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from callbacks.adapters import MomentView
-from callbacks.nonfinite import nonfinite_count, watched_tensors
+from callbacks.adapters import MomentView, moments_of
+from callbacks.compiled_stats import DeviceStats
+from callbacks.nonfinite import watched_tensors
 from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
 from callbacks.stats import (
     HIST,
     bin_edges,
-    pack_rows,
+    histogram,
+    layout_of,
     reduce_rows,
-    row_metrics,
+    rows_metrics,
     unpack_rows,
-    vhat_mean,
 )
 
 MetricsSink = Callable[[dict[str, float], int], None]
@@ -63,6 +68,8 @@ class OptimizerProbe:
         step: int = 0,
         count_nonfinite: bool = False,
         replica_all_reduce_max: AllReduceMax | None = None,
+        compile: bool | None = None,
+        expected_steps: int | None = None,
     ) -> None:
         self.optimizer, self.view, self.names = optimizer, view, names
         self.on_metrics, self.on_histograms = on_metrics, on_histograms
@@ -70,6 +77,8 @@ class OptimizerProbe:
         self.per_parameter, self.prefix, self.hist_prefix = per_parameter, prefix, hist_prefix
         self.step = step
         self.count_nonfinite, self.replica_all_reduce_max = count_nonfinite, replica_all_reduce_max
+        self.expected_steps = expected_steps
+        self.device_stats = DeviceStats(compile)
         self._prev: dict[int, Tensor] | None = None
         self._vhat_means: dict[str, float] = {}
         self._handle = None
@@ -124,45 +133,53 @@ class OptimizerProbe:
         return [p for g in self.optimizer.param_groups for p in g["params"] if state.get(p)]
 
     def _extras(self) -> dict[str, Tensor]:
-        """The logging step's extra 0-d device tensors; the replica check's collective is here,
+        """The logging step's replica check, a 0-d device tensor; its collective is here,
         before anything that could return early, so every rank reaches it at the same steps."""
-        out = {}
-        if self.replica_all_reduce_max is not None:
-            sums = state_checksums(self.optimizer)
-            spread = replica_spread(sums, self.replica_all_reduce_max)
-            out[f"{self.prefix}/replica_max_abs_diff"] = spread
-        if self.count_nonfinite:
-            tensors = [t for _, _, t in watched_tensors(self.optimizer, self.names)]
-            if tensors:
-                out[f"{self.prefix}/nonfinite"] = nonfinite_count(tensors)
-        return out
+        if self.replica_all_reduce_max is None:
+            return {}
+        spread = replica_spread(state_checksums(self.optimizer), self.replica_all_reduce_max)
+        return {f"{self.prefix}/replica_max_abs_diff": spread}
 
     def _observe(self, log: bool, hist: bool, keep: bool) -> None:
         extras = self._extras() if log else {}
         params = self._params()
         if not params:
             return
-        invs = [self._own(p, self.view.inverse_lr(p)) for p in params]
+        invs, moments = moments_of(self.view, params)
+        invs = [self._own(p, inv) for p, inv in zip(params, invs, strict=True)]
         if log or hist:
             prev = self._prev if log else None
             prevs = [prev.get(id(p)) if prev is not None else None for p in params]
-            moments = [self.view.second_moment(p) for p in params]
-            packed, layout = pack_rows(invs, prevs, moments)
-            dev = packed.device
-            packed = torch.cat(
-                [packed, *(t.reshape(1).to(dev, packed.dtype) for t in extras.values())]
+            count = self.count_nonfinite and log
+            watched = (
+                [t for _, _, t in watched_tensors(self.optimizer, self.names)] if count else []
             )
-            host = packed.cpu().numpy()  # the one transfer
-            rows, lo, hi = unpack_rows(host[: host.size - len(extras)], layout)
-            extra_values = dict(zip(extras, host[host.size - len(extras) :].tolist(), strict=True))
+            packed, bins = self.device_stats(
+                invs, prevs, moments, watched, self._remaining_logging_steps()
+            )
+            dev = packed.device
+            extra_values = [t.reshape(1).to(dev, packed.dtype) for t in extras.values()]
+            hists = histogram(bins, len(params))
+            host = torch.cat([packed, *extra_values, hists]).cpu().numpy()  # the one transfer
+            rows, lo, hi, bad, rest = unpack_rows(
+                host, layout_of(invs, prevs, moments), bool(watched)
+            )
+            metrics = dict(zip(extras, rest, strict=True))
+            if bad is not None:
+                metrics[f"{self.prefix}/nonfinite"] = bad
             names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
             edges = bin_edges(lo, hi)
             if log:
-                self.on_metrics({**self._metrics(rows, names, edges), **extra_values}, self.step)
+                self.on_metrics({**self._metrics(rows, names, edges), **metrics}, self.step)
             hist = hist and np.isfinite([lo, hi]).all()  # NaN state: no range to bin over
             if hist:
                 self.on_histograms(self._histograms(rows, names, edges), self.step)
         self._prev = {id(p): inv for p, inv in zip(params, invs, strict=True)} if keep else None
+
+    def _remaining_logging_steps(self) -> float | None:
+        if self.expected_steps is None:
+            return None
+        return max(self.expected_steps - self.step, 0) / self.log_every
 
     def _own(self, p: Tensor, inv: Tensor) -> Tensor:
         """inverse_lr must not alias optimizer state, or the snapshot would move with it."""
@@ -172,13 +189,9 @@ class OptimizerProbe:
         return inv.clone() if inv.data_ptr() in state_ptrs else inv
 
     def _metrics(self, rows: np.ndarray, names: list[str], edges: np.ndarray) -> dict[str, float]:
-        labelled = [("", reduce_rows(rows))]
-        if self.per_parameter:
-            labelled += [(f"/{name}", row) for name, row in zip(names, rows, strict=True)]
-        metrics: dict[str, float] = {}
-        for suffix, row in labelled:
-            metrics.update(row_metrics(row, edges, self.prefix, suffix))
-            mean = vhat_mean(row)
+        rows, suffixes = self._labelled(rows, names)
+        metrics, means = rows_metrics(rows, edges, self.prefix, suffixes)
+        for suffix, mean in zip(suffixes, means, strict=True):
             if mean is None:
                 continue
             before = self._vhat_means.get(suffix)
@@ -187,12 +200,17 @@ class OptimizerProbe:
             self._vhat_means[suffix] = mean
         return metrics
 
+    def _labelled(self, rows: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+        """The overall row (suffix "") and, with ``per_parameter``, one row per parameter."""
+        overall = reduce_rows(rows)[None]
+        if not self.per_parameter:
+            return overall, [""]
+        return np.concatenate([overall, rows]), ["", *(f"/{name}" for name in names)]
+
     def _histograms(self, rows: np.ndarray, names: list[str], edges: np.ndarray) -> dict:
-        labelled = [("", reduce_rows(rows))]
-        if self.per_parameter:
-            labelled += [(f"/{name}", row) for name, row in zip(names, rows, strict=True)]
+        rows, suffixes = self._labelled(rows, names)
         out = {}
-        for suffix, row in labelled:
+        for suffix, row in zip(suffixes, rows, strict=True):
             counts = row[HIST:]
             nonzero = np.flatnonzero(counts)
             first, last = (nonzero[0], nonzero[-1]) if nonzero.size else (0, 0)

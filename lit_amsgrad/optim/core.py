@@ -558,7 +558,9 @@ class AdaptiveOptimizer(Optimizer):
                 raise KeyError("parameter is not managed by this optimizer")
         return group
 
-    def _last_step(self, param: Tensor) -> tuple[dict[str, Tensor], StepScalars]:
+    def _last_step(
+        self, param: Tensor, scalars: dict[tuple[int, int], StepScalars] | None = None
+    ) -> tuple[dict[str, Tensor], StepScalars]:
         state = self.state.get(param)
         t = int(state["step"].item()) if state and "step" in state else 0
         if t == 0:
@@ -567,7 +569,42 @@ class AdaptiveOptimizer(Optimizer):
                 "parameter first"
             )
         group = self._group_of(param)
-        return self.tensors_for_step(group, param, state, t), self.scalars_at(group, t)
+        key = (id(group), t)
+        s = scalars.get(key) if scalars is not None else None
+        if s is None:
+            s = self.scalars_at(group, t)
+            if scalars is not None:
+                scalars[key] = s
+        return self.tensors_for_step(group, param, state, t), s
+
+    def moments(
+        self, params: list[Tensor]
+    ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor | None]]]:
+        """``inverse_lr`` and ``second_moment`` of every parameter in ``params``, with the
+        scalars of each group's step t computed once: what the diagnostics read at a logging
+        step. A subclass that overrides ``inverse_lr`` or ``second_moment`` is answered by
+        its overrides."""
+        cls = type(self)
+        if (cls.inverse_lr, cls.second_moment) != (
+            AdaptiveOptimizer.inverse_lr,
+            AdaptiveOptimizer.second_moment,
+        ):
+            return [self.inverse_lr(p) for p in params], [self.second_moment(p) for p in params]
+        return self._moments(params)
+
+    def _moments(
+        self, params: list[Tensor]
+    ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor | None]]]:
+        scalars: dict[tuple[int, int], StepScalars] = {}
+        invs, second = [], []
+        for param in params:
+            state, s = self._last_step(param, scalars)
+            invs.append((self.denominator(state, s) / s.step_size).expand_as(param))
+            v, v_hat = self.second_moments(state, s)
+            second.append(
+                (v.expand_as(param), v_hat.expand_as(param) if v_hat is not None else None)
+            )
+        return invs, second
 
     def inverse_lr(self, param: Tensor) -> Tensor:
         """D_t / alpha_t of the last step, element-wise: (sqrt(v_hat_t) + eps) / alpha_t.
@@ -577,15 +614,12 @@ class AdaptiveOptimizer(Optimizer):
         size is 1 / inverse_lr(p). It is the rule's own ``denominator`` with the group's
         hyperparameters as they are now: read it before a scheduler changes lr (the
         diagnostics read it in the step's post-hook)."""
-        state, s = self._last_step(param)
-        return (self.denominator(state, s) / s.step_size).expand_as(param)
+        return self._moments([param])[0][0]
 
     def second_moment(self, param: Tensor) -> tuple[Tensor, Tensor | None]:
         """(v_t, v_hat_t) of the last step in the scale the step used them (debiased where
         the mode debiases); v_hat_t is None for optimizers without the running max."""
-        state, s = self._last_step(param)
-        v, v_hat = self.second_moments(state, s)
-        return v.expand_as(param), v_hat.expand_as(param) if v_hat is not None else None
+        return self._moments([param])[1][0]
 
 
 class EMAOptimizer(AdaptiveOptimizer):
