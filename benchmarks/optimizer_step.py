@@ -15,6 +15,11 @@ Adam(amsgrad=True) run ``foreach=False``, ``foreach=True`` and ``fused=True``. R
 against torch's fused step of the same run: Adam(amsgrad=True) for the AMSGrad family, plain
 Adam for the rest; the eager rows also against torch's ``foreach=False`` loop.
 
+Each candidate steps tensors of its own, and where they lie in memory moves a memory-bound step
+by itself: torch's fused step on a second set of tensors of the same shapes ran 2-5% off the
+first, persistently. So a ratio within a few percent of 1.0 here does not separate two codes;
+``fused_step_split.py`` compares our fused AMSGrad with torch's on the same tensors.
+
 The GB/s column is the fused step's memory traffic (each buffer it must read or write, once)
 over its time; the ``copy`` row is ``dst.copy_(src)`` moving the same bytes (read + write),
 the machine's practical ceiling. Compile seconds are the first fused step's; the kernel for
