@@ -32,5 +32,9 @@ class OneLoopPerTensor(InductorChoices):
     def can_fuse_horizontal(scheduler: Any, node1: Any, node2: Any, shared_data_score: int) -> bool:
         return shared_data_score >= MIN_SHARED_BYTES
 
-    def uuid(self) -> str:  # part of inductor's FX graph cache key
-        return f"lit_amsgrad.OneLoopPerTensor(min_shared_bytes={MIN_SHARED_BYTES})"
+    def uuid(self) -> str:
+        """Part of inductor's FX graph cache key. ``per_compile``: since the rule is installed
+        for each compile (``fused.compile_graph``); before, a kernel compiled after another
+        compile in its thread was built with inductor's default fusion and cached under this
+        key, and the new key keeps such entries from being served."""
+        return f"lit_amsgrad.OneLoopPerTensor(min_shared_bytes={MIN_SHARED_BYTES}, per_compile)"
