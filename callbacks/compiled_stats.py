@@ -100,11 +100,8 @@ class DeviceStats:
         ]
         # a tensor in two slots (v is also watched state) is read once: the kernel's inputs
         # are the distinct tensors, and ``where`` says which input fills each slot
-        first: dict[tuple, int] = {}
-        where = tuple(
-            first.setdefault((t.data_ptr(), t.dtype, t.shape, t.stride()), len(first))
-            for t in slots
-        )
+        first: dict[int, int] = {}
+        where = tuple(first.setdefault(id(t), len(first)) for t in slots)
         inputs = list({where[i]: t for i, t in enumerate(slots)}.values())
         key = signature((has_prev, has_vhat, len(watched), where), inputs)
         kernel = _KERNELS.get(key)

@@ -22,6 +22,7 @@ transferred rows to metrics (``callbacks.stats.rows_metrics``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -32,15 +33,7 @@ from callbacks.adapters import MomentView, moments_of
 from callbacks.compiled_stats import DeviceStats
 from callbacks.nonfinite import watched_tensors
 from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
-from callbacks.stats import (
-    HIST,
-    bin_edges,
-    histogram,
-    layout_of,
-    reduce_rows,
-    rows_metrics,
-    unpack_rows,
-)
+from callbacks.stats import Transfer, bin_edges, histogram, layout_of, rows_metrics
 
 MetricsSink = Callable[[dict[str, float], int], None]
 HistogramSink = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], None]
@@ -161,19 +154,18 @@ class OptimizerProbe:
             extra_values = [t.reshape(1).to(dev, packed.dtype) for t in extras.values()]
             hists = histogram(bins, len(params))
             host = torch.cat([packed, *extra_values, hists]).cpu().numpy()  # the one transfer
-            rows, lo, hi, bad, rest = unpack_rows(
-                host, layout_of(invs, prevs, moments), bool(watched)
-            )
-            metrics = dict(zip(extras, rest, strict=True))
-            if bad is not None:
-                metrics[f"{self.prefix}/nonfinite"] = bad
+            step = Transfer.read(host, layout_of(invs, prevs, moments), bool(watched))
+            metrics = dict(zip(extras, step.rest, strict=True))
+            if step.nonfinite is not None:
+                metrics[f"{self.prefix}/nonfinite"] = step.nonfinite
             names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
-            edges = bin_edges(lo, hi)
+            suffixes = ["", *(f"/{name}" for name in names)] if self.per_parameter else [""]
+            columns, counts = step.rows(self.per_parameter)
             if log:
-                self.on_metrics({**self._metrics(rows, names, edges), **metrics}, self.step)
-            hist = hist and np.isfinite([lo, hi]).all()  # NaN state: no range to bin over
-            if hist:
-                self.on_histograms(self._histograms(rows, names, edges), self.step)
+                metrics = {**self._metrics(columns, counts, step, suffixes), **metrics}
+                self.on_metrics(metrics, self.step)
+            if hist and math.isfinite(step.lo) and math.isfinite(step.hi):  # NaN: no range
+                self.on_histograms(self._histograms(counts, step, suffixes), self.step)
         self._prev = {id(p): inv for p, inv in zip(params, invs, strict=True)} if keep else None
 
     def _remaining_logging_steps(self) -> float | None:
@@ -188,9 +180,14 @@ class OptimizerProbe:
         }
         return inv.clone() if inv.data_ptr() in state_ptrs else inv
 
-    def _metrics(self, rows: np.ndarray, names: list[str], edges: np.ndarray) -> dict[str, float]:
-        rows, suffixes = self._labelled(rows, names)
-        metrics, means = rows_metrics(rows, edges, self.prefix, suffixes)
+    def _metrics(
+        self,
+        columns: dict[str, list[float]],
+        counts: np.ndarray,
+        step: Transfer,
+        suffixes: list[str],
+    ) -> dict[str, float]:
+        metrics, means = rows_metrics(columns, counts, step.lo, step.hi, self.prefix, suffixes)
         for suffix, mean in zip(suffixes, means, strict=True):
             if mean is None:
                 continue
@@ -200,18 +197,10 @@ class OptimizerProbe:
             self._vhat_means[suffix] = mean
         return metrics
 
-    def _labelled(self, rows: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
-        """The overall row (suffix "") and, with ``per_parameter``, one row per parameter."""
-        overall = reduce_rows(rows)[None]
-        if not self.per_parameter:
-            return overall, [""]
-        return np.concatenate([overall, rows]), ["", *(f"/{name}" for name in names)]
-
-    def _histograms(self, rows: np.ndarray, names: list[str], edges: np.ndarray) -> dict:
-        rows, suffixes = self._labelled(rows, names)
+    def _histograms(self, rows: np.ndarray, step: Transfer, suffixes: list[str]) -> dict:
+        edges = bin_edges(step.lo, step.hi)
         out = {}
-        for suffix, row in zip(suffixes, rows, strict=True):
-            counts = row[HIST:]
+        for suffix, counts in zip(suffixes, rows, strict=True):
             nonzero = np.flatnonzero(counts)
             first, last = (nonzero[0], nonzero[-1]) if nonzero.size else (0, 0)
             out[f"{self.hist_prefix}/eff_lr{suffix}"] = (

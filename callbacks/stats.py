@@ -10,6 +10,7 @@ transfer; counts the host knows anyway (numel, which parameters have Gamma or vh
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -29,8 +30,6 @@ COLUMNS = (
     "vhat_max",
     "vhat_sum",
 )
-COL = {name: i for i, name in enumerate(COLUMNS)}
-HIST = len(COLUMNS)  # histogram counts occupy columns HIST .. HIST + BINS - 1
 REDUCE = {"inv_min": "min", "gamma_min": "min", "inv_max": "max", "vhat_max": "max"}  # else sum
 _EMPTY = {"gamma_min": float("inf"), "vhat_max": float("-inf")}
 _LOG10_CLAMP = 45.0  # keeps an infinite step size (eps=0, v=0) from blowing up the range
@@ -118,46 +117,58 @@ def _bin_index(inv: Tensor, lo: Tensor, scale: Tensor, dev: torch.device) -> Ten
     return x.to(dev, torch.int32)
 
 
-def unpack_rows(
-    packed: np.ndarray, layout: Layout, watched: bool
-) -> tuple[np.ndarray, float, float, float | None, list[float]]:
-    """(rows [parameters, HIST + BINS], lo, hi, nonfinite or None, the rest) from
-    ``device_stats``' packed values followed by anything else and ``histogram``, after their
-    one transfer."""
-    p = len(layout)
-    has_g = [i for i, (_, has, _) in enumerate(layout) if has]
-    has_v = [i for i, (_, _, has) in enumerate(layout) if has]
-    g, h = len(has_g), len(has_v)
-    head = packed[: packed.size - p * BINS]
-    rows = np.zeros((p, HIST + BINS))
-    rows[:, COL["n"]] = [n for n, _, _ in layout]
-    rows[:, COL["inv_min"]], rows[:, COL["inv_max"]] = head[:p], head[p : 2 * p]
-    rows[:, COL["gamma_min"]], rows[:, COL["vhat_max"]] = _EMPTY["gamma_min"], _EMPTY["vhat_max"]
-    at = 2 * p
-    rows[has_g, COL["gamma_n"]] = rows[has_g, COL["n"]]
-    rows[has_g, COL["gamma_neg"]], rows[has_g, COL["gamma_min"]] = (
-        head[at : at + g],
-        head[at + g : at + 2 * g],
-    )
-    at += 2 * g
-    rows[has_v, COL["vhat_n"]] = rows[has_v, COL["n"]]
-    rows[has_v, COL["vhat_active"]] = head[at : at + h]
-    rows[has_v, COL["vhat_max"]] = head[at + h : at + 2 * h]
-    rows[has_v, COL["vhat_sum"]] = head[at + 2 * h : at + 3 * h]
-    at += 3 * h
-    lo, hi = head[at : at + 2].tolist()
-    at += 2
-    bad = float(head[at]) if watched else None
-    rows[:, HIST:] = packed[packed.size - p * BINS :].reshape(p, BINS)
-    return rows, lo, hi, bad, head[at + int(watched) :].tolist()
+@dataclasses.dataclass
+class Transfer:
+    """One logging step's transfer, read on the host: the packed values of ``device_stats``,
+    anything appended after them, and ``histogram``'s counts."""
+
+    columns: dict[str, list[float]]  # every COLUMNS entry, one value per parameter
+    counts: np.ndarray  # [parameters, BINS]
+    lo: float
+    hi: float
+    nonfinite: float | None
+    rest: list[float]
+
+    @classmethod
+    def read(cls, host: np.ndarray, layout: Layout, watched: bool) -> Transfer:
+        p = len(layout)
+        head = host[: host.size - p * BINS].tolist()
+        g = sum(has_gamma for _, has_gamma, _ in layout)
+        h = sum(has_vhat for _, _, has_vhat in layout)
+        it = iter(head)
+        take = lambda k: [next(it) for _ in range(k)]  # noqa: E731
+        inv_min, inv_max, g_neg, g_min = take(p), take(p), take(g), take(g)
+        act, v_max, v_sum, (lo, hi) = take(h), take(h), take(h), take(2)
+        bad = next(it) if watched else None
+        gamma, vhat = (
+            iter(zip(g_neg, g_min, strict=True)),
+            iter(zip(act, v_max, v_sum, strict=True)),
+        )
+        columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
+        for (n, has_gamma, has_vhat), lo_i, hi_i in zip(layout, inv_min, inv_max, strict=True):
+            neg, low = next(gamma) if has_gamma else (0.0, _EMPTY["gamma_min"])
+            active, high, total = next(vhat) if has_vhat else (0.0, _EMPTY["vhat_max"], 0.0)
+            values = (n, lo_i, hi_i, n if has_gamma else 0, neg, low, n if has_vhat else 0)
+            for name, value in zip(COLUMNS, (*values, active, high, total), strict=True):
+                columns[name].append(float(value))
+        counts = host[host.size - p * BINS :].reshape(p, BINS)
+        return cls(columns, counts, lo, hi, bad, list(it))
+
+    def rows(self, per_parameter: bool) -> tuple[dict[str, list[float]], np.ndarray]:
+        """(columns, counts) of the rows to report: all coordinates together first (what an
+        all-reduce over shards would compute, ``REDUCE``), then each parameter's."""
+        overall = {
+            name: [_REDUCERS[REDUCE.get(name, "sum")](values)]
+            for name, values in self.columns.items()
+        }
+        counts = self.counts.sum(axis=0, keepdims=True)
+        if not per_parameter:
+            return overall, counts
+        columns = {name: overall[name] + values for name, values in self.columns.items()}
+        return columns, np.concatenate([counts, self.counts])
 
 
-def reduce_rows(rows: np.ndarray) -> np.ndarray:
-    """The row of all coordinates together: what an all-reduce over shards would compute."""
-    out = rows.sum(axis=0)
-    for name, op in REDUCE.items():
-        out[COL[name]] = rows[:, COL[name]].min() if op == "min" else rows[:, COL[name]].max()
-    return out
+_REDUCERS = {"sum": sum, "min": min, "max": max}
 
 
 def bin_edges(lo: float, hi: float) -> np.ndarray:
@@ -165,10 +176,10 @@ def bin_edges(lo: float, hi: float) -> np.ndarray:
     return lo + max(hi - lo, 1e-12) * np.arange(BINS + 1) / BINS
 
 
-def medians_from_hist(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Median of log10 values per row of ``counts``, interpolated inside its bin: within one
-    bin width of the lower median (the ceil(n/2)-th smallest value); the bins span all
-    parameters' range."""
+def medians_from_hist(counts: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Median of log10 values per row of ``counts`` (bins of ``bin_edges(lo, hi)``),
+    interpolated inside its bin: within one bin width of the lower median (the ceil(n/2)-th
+    smallest value); the bins span all parameters' range."""
     cum = counts.cumsum(axis=1)
     half = cum[:, -1] / 2.0
     k = np.minimum((cum < half[:, None]).sum(axis=1), BINS - 1)  # first bin reaching half
@@ -176,17 +187,21 @@ def medians_from_hist(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
     before = np.where(k > 0, cum[r, k - 1], 0.0)
     in_bin = counts[r, k]
     frac = np.where(in_bin > 0, (half - before) / np.where(in_bin > 0, in_bin, 1.0), 0.0)
-    return edges[k] + frac * (edges[k + 1] - edges[k])
+    return lo + (k + frac) * (max(hi - lo, 1e-12) / BINS)
 
 
 def rows_metrics(
-    rows: np.ndarray, edges: np.ndarray, prefix: str, suffixes: list[str]
+    columns: dict[str, list[float]],
+    counts: np.ndarray,
+    lo: float,
+    hi: float,
+    prefix: str,
+    suffixes: list[str],
 ) -> tuple[dict[str, float], list[float | None]]:
     """docs/design.md's keys for every row (row i under ``suffixes[i]``; Gamma and vhat keys
     only where the row has them), and each row's mean vhat, the base of ``vhat_growth``
     (None without a running max)."""
-    medians = (10.0 ** medians_from_hist(rows[:, HIST:], edges)).tolist()
-    columns = dict(zip(COLUMNS, rows[:, :HIST].T.tolist(), strict=True))
+    medians = (10.0 ** medians_from_hist(counts, lo, hi)).tolist()
     out: dict[str, float] = {}
     means: list[float | None] = []
     for i, suffix in enumerate(suffixes):

@@ -601,9 +601,7 @@ class AdaptiveOptimizer(Optimizer):
             state, s = self._last_step(param, scalars)
             invs.append((self.denominator(state, s) / s.step_size).expand_as(param))
             v, v_hat = self.second_moments(state, s)
-            second.append(
-                (v.expand_as(param), v_hat.expand_as(param) if v_hat is not None else None)
-            )
+            second.append((_shaped_as(v, param), _shaped_as(v_hat, param)))
         return invs, second
 
     def inverse_lr(self, param: Tensor) -> Tensor:
@@ -620,6 +618,14 @@ class AdaptiveOptimizer(Optimizer):
         """(v_t, v_hat_t) of the last step in the scale the step used them (debiased where
         the mode debiases); v_hat_t is None for optimizers without the running max."""
         return self._moments([param])[1][0]
+
+
+def _shaped_as(moment: Tensor | None, param: Tensor) -> Tensor | None:
+    """``moment`` broadcast to the parameter's shape; the state tensor itself when it has that
+    shape already (the diagnostics then read it once, as state and as moment)."""
+    if moment is None or moment.shape == param.shape:
+        return moment
+    return moment.expand_as(param)
 
 
 class EMAOptimizer(AdaptiveOptimizer):
