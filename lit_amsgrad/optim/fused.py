@@ -29,10 +29,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.proxy_tensor import make_fx
-from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
+from ..compiled import trace_flat
 from .scalars import TensorScalarOps
 
 log = logging.getLogger(__name__)
@@ -73,12 +71,7 @@ def trace(
         with TensorScalarOps():
             body(*unflatten(flat))
 
-    # fake copies with static shapes under a ShapeEnv: without a ShapeEnv inductor bypasses
-    # its FX graph cache, and every process would compile from scratch
-    fake_mode = FakeTensorMode(shape_env=ShapeEnv())
-    fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in inputs]
-    with fake_mode:
-        return make_fx(flat_body)(*fakes), fakes
+    return trace_flat(flat_body, inputs)
 
 
 def flatten(
