@@ -17,6 +17,8 @@ import torch
 from lightning.pytorch.loggers import Logger
 from torch import Tensor
 
+from lit_amsgrad.optim.core import MomentsProgram
+
 
 @runtime_checkable
 class MomentView(Protocol):
@@ -75,6 +77,13 @@ def moments_of(
     if callable(batched):
         return batched(params)
     return [view.inverse_lr(p) for p in params], [view.second_moment(p) for p in params]
+
+
+def moments_program_of(view: MomentView, params: list[Tensor]) -> MomentsProgram | None:
+    """The view's ``moments_program(params)`` when it has one (every ``lit_amsgrad.optim``
+    optimizer: the compiled logging step then computes the moments itself), else None."""
+    program = getattr(view, "moments_program", None)
+    return program(params) if callable(program) else None
 
 
 def moment_view(optimizer: torch.optim.Optimizer) -> MomentView | None:

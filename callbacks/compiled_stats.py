@@ -3,13 +3,22 @@
 ``stats.device_stats`` is the one definition of what a logging step computes. Eager, it is ~30
 small ops per parameter: 1-2 ms on the MNIST networks, as long as their whole training step.
 Compiled (``lit_amsgrad.compiled``: make_fx + inductor, no dynamo), the same function is one
-kernel that reads each tensor about once. Compiling costs seconds (2-10 s on a 2-core CPU,
-less from inductor's cache), so ``compile=None`` (the default) compiles only when the run is
-long enough to pay it back: after a few eager logging steps have been timed, when their cost
-times the logging steps still to come exceeds ``COMPILE_WHEN_SAVING_S``. Short runs (smoke
-tests, the test suite) stay eager; a long MNIST run at every step compiles. ``compile=True``
-compiles at the first logging step, ``False`` never. A compilation that fails warns once and
-stays eager: same values, only slower.
+kernel that reads each tensor about once; with an optimizer that offers a ``moments_program``
+(every ``lit_amsgrad.optim`` optimizer) the kernel also computes the moments from the state
+(the rule's own ``denominator``), so no inverse_lr tensor is made outside it.
+
+Compiling costs seconds (2-20 s on a 2-core CPU, less from inductor's cache), so
+``compile=None`` (the default) compiles only when the run is long enough to pay it back: after
+a few eager logging steps have been timed, when their cost times the logging steps still to
+come exceeds ``COMPILE_WHEN_SAVING_S``. Short runs (smoke tests, the test suite) stay eager; a
+long MNIST run at every step compiles. ``compile=True`` compiles at the first logging step,
+``False`` never. A compilation that fails warns once and stays eager.
+
+Compiled moments equal eager ones to float round-off, not bit for bit: torch's eager CPU
+``sqrt`` is within 1 ulp (Sleef), inductor's correctly rounded. Gamma_t is a difference of two
+inverse_lr snapshots, so both must come from the same path, or round-off would be counted as
+sign changes: a snapshot made the other way is dropped (that logging step has no Gamma, which
+happens once, when ``compile=None`` decides to compile).
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ import logging
 import statistics
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from torch import Tensor
 
-from callbacks.stats import device_stats
+from callbacks.stats import Layout, device_stats, layout_of
 from lit_amsgrad.compiled import Signature, compile_flat, signature
+from lit_amsgrad.optim.core import MomentsProgram
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +45,33 @@ EAGER_SAMPLES = 3
 #: inductor's options: the wrapper in C++ (a Python wrapper cost as much as the kernel on the
 #: MNIST networks) and no size asserts (the signature already holds every input's layout)
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False}
-#: compiled logging steps by signature, shared by every probe of the process
-_KERNELS: dict[Signature, Callable[..., list[Tensor]]] = {}
 
 Moments = list[tuple[Tensor, Tensor | None]]
+Kernel = Callable[..., list[Tensor]]
+#: compiled kernels by signature, shared by every probe of the process, each with the
+#: (numel, has vhat) of every parameter seen while tracing it
+_KERNELS: dict[Signature, tuple[Kernel, tuple[tuple[int, bool], ...]]] = {}
+
+
+class Snapshot(NamedTuple):
+    """inverse_lr of every parameter (by ``id``), and whether a compiled kernel made it."""
+
+    ids: tuple[int, ...]
+    invs: list[Tensor]
+    in_graph: bool
+
+
+class Result(NamedTuple):
+    """One logging step's device work, for the probe."""
+
+    packed: Tensor  # device_stats' packed statistics
+    bins: Tensor  # and its histogram bins
+    snapshot: Snapshot  # inverse_lr, fresh tensors the probe may keep for the next Gamma
+    layout: Layout  # how the host reads ``packed``
 
 
 class DeviceStats:
-    """Runs ``device_stats`` eagerly or compiled; see the module docstring for when."""
+    """Runs one logging step's device work eagerly or compiled; see the module docstring."""
 
     def __init__(self, compile: bool | None = None) -> None:
         if compile not in (None, True, False):
@@ -53,23 +83,46 @@ class DeviceStats:
 
     def __call__(
         self,
-        invs: list[Tensor],
-        prevs: list[Tensor | None],
-        moments: Moments,
+        moments: Callable[[], tuple[list[Tensor], Moments]],
+        program: Callable[[], MomentsProgram | None],
+        ids: tuple[int, ...],
+        prev: Snapshot | None,
         watched: list[Tensor],
+        keep: bool,
         remaining_logging_steps: float | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """``device_stats(invs, prevs, moments, watched)``; ``remaining_logging_steps`` (None:
-        unknown) is what ``compile=None`` weighs the compilation against."""
+    ) -> Result:
+        """``device_stats`` of the moments that ``moments()`` returns (or that ``program()``
+        computes, compiled) of the parameters ``ids``, Gamma against ``prev`` (None: no
+        Gamma this step), NaN/inf counted
+        over ``watched``. ``remaining_logging_steps`` (None: unknown) is what ``compile=None``
+        weighs the compilation against."""
         if self._compiles(remaining_logging_steps):
-            result = self._compiled(invs, prevs, moments, watched)
+            result = self._compiled(moments, program(), ids, prev, watched, keep)
             if result is not None:
                 return result
         start = time.perf_counter()
-        result = device_stats(invs, prevs, moments, watched)
+        invs, moms = moments()
+        prevs = _prevs(prev, False, ids)
+        packed, bins = device_stats(invs, prevs, moms, watched)
         if len(self._eager_seconds) < EAGER_SAMPLES:
             self._eager_seconds.append(time.perf_counter() - start)
-        return result
+        return Result(packed, bins, Snapshot(ids, invs, False), layout_of(invs, prevs, moms))
+
+    def snapshot(
+        self,
+        moments: Callable[[], tuple[list[Tensor], Moments]],
+        program: Callable[[], MomentsProgram | None],
+        ids: tuple[int, ...],
+    ) -> Snapshot:
+        """inverse_lr alone (the step before a logging step keeps it for Gamma), made the way
+        the logging steps are made: compiled once they are."""
+        if self.compile is True and not self._failed:
+            prog = program()
+            if prog is not None:
+                entry = self._kernel(("snapshot", prog.structure), prog.tensors, _invs_of(prog))
+                if entry is not None:
+                    return Snapshot(ids, list(entry[0](*prog.tensors)), True)
+        return Snapshot(ids, moments()[0], False)
 
     def _compiles(self, remaining: float | None) -> bool:
         if self._failed or self.compile is False:
@@ -84,55 +137,118 @@ class DeviceStats:
 
     def _compiled(
         self,
-        invs: list[Tensor],
-        prevs: list[Tensor | None],
-        moments: Moments,
+        moments: Callable[[], tuple[list[Tensor], Moments]],
+        program: MomentsProgram | None,
+        ids: tuple[int, ...],
+        prev: Snapshot | None,
         watched: list[Tensor],
-    ) -> tuple[Tensor, Tensor] | None:
-        has_prev = tuple(prev is not None for prev in prevs)
-        has_vhat = tuple(vhat is not None for _, vhat in moments)
-        slots = [
-            *invs,
-            *(prev for prev in prevs if prev is not None),
-            *(v for v, _ in moments),
-            *(vhat for _, vhat in moments if vhat is not None),
-            *watched,
-        ]
+        keep: bool,
+    ) -> Result | None:
+        given = None
+        if program is None:  # moments the optimizer answers itself: evaluated here, eagerly
+            given = moments()
+            program = _given(*given)
+        in_graph = given is None
+        prevs = _prevs(prev, in_graph, ids)
+        has_prev = tuple(p is not None for p in prevs)
+        slots = [*program.tensors, *(p for p in prevs if p is not None), *watched]
         # a tensor in two slots (v is also watched state) is read once: the kernel's inputs
         # are the distinct tensors, and ``where`` says which input fills each slot
         first: dict[int, int] = {}
         where = tuple(first.setdefault(id(t), len(first)) for t in slots)
         inputs = list({where[i]: t for i, t in enumerate(slots)}.values())
-        key = signature((has_prev, has_vhat, len(watched), where), inputs)
-        kernel = _KERNELS.get(key)
-        if kernel is None:
-            n = len(invs)
+        keep = keep and in_graph  # given moments are kept as they came
+        n = len(program.tensors)
 
-            def flat_stats(*distinct: Tensor) -> tuple[Tensor, Tensor]:
-                it = iter([distinct[i] for i in where])
-                ins = [next(it) for _ in range(n)]
-                pvs = [next(it) if has else None for has in has_prev]
-                vs = [next(it) for _ in range(n)]
-                moms = [(v, next(it) if has else None) for v, has in zip(vs, has_vhat, strict=True)]
-                return device_stats(ins, pvs, moms, list(it))
+        def flat_stats(*distinct: Tensor) -> tuple[list[Tensor], Moments, tuple[Tensor, ...]]:
+            slots = [distinct[i] for i in where]
+            invs, moms = program.evaluate(slots[:n])
+            it = iter(slots[n:])
+            pvs = [next(it) if has else None for has in has_prev]
+            packed, bins = device_stats(invs, pvs, moms, list(it))
+            return invs, moms, ((packed, bins, *invs) if keep else (packed, bins))
 
-            try:
-                kernel, seconds = compile_flat(flat_stats, inputs, INDUCTOR_OPTIONS)
-            except Exception as error:  # noqa: BLE001 - any failure: stay eager, say so once
-                self._failed = True
-                warnings.warn(
-                    f"OptimizerDiagnostics: compiling the logging step failed ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0] if str(error) else ''}); it stays eager (the same "
-                    "values, slower). compile=False silences this.",
-                    stacklevel=2,
-                )
-                return None
-            _KERNELS[key] = kernel
-            self.compile_seconds += seconds
-            log.info(
-                "compiled the diagnostics' logging step for %d tensors in %.1f s",
-                len(inputs),
-                seconds,
+        structure = ("stats", program.structure, has_prev, len(watched), keep, where)
+        entry = self._kernel(structure, inputs, flat_stats)
+        if entry is None:
+            return None
+        kernel, sizes = entry
+        packed, bins, *invs = kernel(*inputs)
+        layout = [(numel, p, v) for (numel, v), p in zip(sizes, has_prev, strict=True)]
+        snapshot = (
+            Snapshot(ids, given[0], False) if given is not None else Snapshot(ids, invs, True)
+        )
+        return Result(packed, bins, snapshot, layout)
+
+    def _kernel(
+        self,
+        structure: tuple,
+        inputs: list[Tensor],
+        fn: Callable[..., tuple[list[Tensor], Moments, tuple[Tensor, ...]]],
+    ) -> tuple[Kernel, tuple[tuple[int, bool], ...]] | None:
+        """The compiled ``fn`` (it returns (invs, moments, outputs); the kernel computes the
+        outputs) for these inputs, from the cache or compiled now; None if compiling failed."""
+        key = signature(structure, inputs)
+        entry = _KERNELS.get(key)
+        if entry is not None:
+            return entry
+        sizes: list[tuple[int, bool]] = []  # (numel, has vhat) per parameter, seen tracing
+
+        def outputs(*flat: Tensor) -> tuple[Tensor, ...]:
+            invs, moms, out = fn(*flat)
+            sizes[:] = [
+                (i.numel(), vhat is not None) for i, (_, vhat) in zip(invs, moms, strict=True)
+            ]
+            return out
+
+        try:
+            kernel, seconds = compile_flat(outputs, inputs, INDUCTOR_OPTIONS)
+        except Exception as error:  # noqa: BLE001 - any failure: stay eager, say so once
+            self._failed = True
+            warnings.warn(
+                f"OptimizerDiagnostics: compiling the logging step failed ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}); it stays eager (the same "
+                "values to round-off, slower). compile=False silences this.",
+                stacklevel=4,
             )
-        packed, bins = kernel(*inputs)
-        return packed, bins
+            return None
+        self.compile_seconds += seconds
+        log.info("compiled a diagnostics kernel for %d tensors in %.1f s", len(inputs), seconds)
+        entry = _KERNELS[key] = (kernel, tuple(sizes))
+        return entry
+
+
+def _prevs(prev: Snapshot | None, in_graph: bool, ids: tuple[int, ...]) -> list[Tensor | None]:
+    """Each parameter's inverse_lr in the snapshot to take Gamma against (None: not in it);
+    none at all when the snapshot was made the other way."""
+    if prev is None or prev.in_graph != in_graph:
+        return [None] * len(ids)
+    if prev.ids == ids:
+        return list(prev.invs)
+    kept = dict(zip(prev.ids, prev.invs, strict=True))
+    return [kept.get(i) for i in ids]
+
+
+def _invs_of(
+    program: MomentsProgram,
+) -> Callable[..., tuple[list[Tensor], Moments, tuple[Tensor, ...]]]:
+    def fn(*flat: Tensor) -> tuple[list[Tensor], Moments, tuple[Tensor, ...]]:
+        invs, moms = program.evaluate(flat)
+        return invs, moms, tuple(invs)
+
+    return fn
+
+
+def _given(invs: list[Tensor], moments: Moments) -> MomentsProgram:
+    """Moments already computed, as a program that hands them through."""
+    has_vhat = tuple(vhat is not None for _, vhat in moments)
+    n = len(invs)
+
+    def evaluate(flat: Sequence[Tensor]) -> tuple[list[Tensor], Moments]:
+        vhats = iter(flat[2 * n :])
+        vs = flat[n : 2 * n]
+        pairs = [(v, next(vhats) if has else None) for v, has in zip(vs, has_vhat, strict=True)]
+        return list(flat[:n]), pairs
+
+    tensors = [*invs, *(v for v, _ in moments), *(vhat for _, vhat in moments if vhat is not None)]
+    return MomentsProgram(("given", has_vhat), tensors, evaluate)

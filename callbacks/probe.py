@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from callbacks.adapters import MomentView, moments_of
-from callbacks.compiled_stats import DeviceStats
+from callbacks.adapters import MomentView, moments_of, moments_program_of
+from callbacks.compiled_stats import DeviceStats, Snapshot
 from callbacks.nonfinite import watched_tensors
 from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
-from callbacks.stats import Transfer, bin_edges, histogram, layout_of, rows_metrics
+from callbacks.stats import Transfer, bin_edges, histogram, rows_metrics
 
 MetricsSink = Callable[[dict[str, float], int], None]
 HistogramSink = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], None]
@@ -72,7 +72,7 @@ class OptimizerProbe:
         self.count_nonfinite, self.replica_all_reduce_max = count_nonfinite, replica_all_reduce_max
         self.expected_steps = expected_steps
         self.device_stats = DeviceStats(compile)
-        self._prev: dict[int, Tensor] | None = None
+        self._prev: Snapshot | None = None
         self._vhat_means: dict[str, float] = {}
         self._handle = None
 
@@ -138,23 +138,26 @@ class OptimizerProbe:
         params = self._params()
         if not params:
             return
-        invs, moments = moments_of(self.view, params)
-        invs = [self._own(p, inv) for p, inv in zip(params, invs, strict=True)]
+        ids = tuple(map(id, params))
         if log or hist:
-            prev = self._prev if log else None
-            prevs = [prev.get(id(p)) if prev is not None else None for p in params]
             count = self.count_nonfinite and log
             watched = (
                 [t for _, _, t in watched_tensors(self.optimizer, self.names)] if count else []
             )
-            packed, bins = self.device_stats(
-                invs, prevs, moments, watched, self._remaining_logging_steps()
+            packed, bins, snapshot, layout = self.device_stats(
+                lambda: self._moments(params),
+                lambda: moments_program_of(self.view, params),
+                ids,
+                self._prev if log else None,
+                watched,
+                keep,
+                self._remaining_logging_steps(),
             )
             dev = packed.device
             extra_values = [t.reshape(1).to(dev, packed.dtype) for t in extras.values()]
             hists = histogram(bins, len(params))
             host = torch.cat([packed, *extra_values, hists]).cpu().numpy()  # the one transfer
-            step = Transfer.read(host, layout_of(invs, prevs, moments), bool(watched))
+            step = Transfer.read(host, layout, bool(watched))
             metrics = dict(zip(extras, step.rest, strict=True))
             if step.nonfinite is not None:
                 metrics[f"{self.prefix}/nonfinite"] = step.nonfinite
@@ -166,7 +169,15 @@ class OptimizerProbe:
                 self.on_metrics(metrics, self.step)
             if hist and math.isfinite(step.lo) and math.isfinite(step.hi):  # NaN: no range
                 self.on_histograms(self._histograms(counts, step, suffixes), self.step)
-        self._prev = {id(p): inv for p, inv in zip(params, invs, strict=True)} if keep else None
+        elif keep:
+            snapshot = self.device_stats.snapshot(
+                lambda: self._moments(params), lambda: moments_program_of(self.view, params), ids
+            )
+        self._prev = snapshot if keep else None
+
+    def _moments(self, params: list[Tensor]) -> tuple[list[Tensor], list]:
+        invs, moments = moments_of(self.view, params)
+        return [self._own(p, inv) for p, inv in zip(params, invs, strict=True)], moments
 
     def _remaining_logging_steps(self) -> float | None:
         if self.expected_steps is None:

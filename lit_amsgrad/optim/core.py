@@ -26,10 +26,11 @@ cannot run one way eagerly and another way fused.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from torch.optim import Optimizer
 from lit_amsgrad.errors import ConfigError
 
 from . import fused as fused_kernels
-from .scalars import StepScalars
+from .scalars import StepScalars, TensorScalarOps
 from .schedules import LR_SCHEDULES, ConstantBeta, first_moment_beta, lr_factor
 
 BIAS_CORRECTIONS = ("none", "pytorch", "max_debiased")
@@ -584,11 +585,7 @@ class AdaptiveOptimizer(Optimizer):
         scalars of each group's step t computed once: what the diagnostics read at a logging
         step. A subclass that overrides ``inverse_lr`` or ``second_moment`` is answered by
         its overrides."""
-        cls = type(self)
-        if (cls.inverse_lr, cls.second_moment) != (
-            AdaptiveOptimizer.inverse_lr,
-            AdaptiveOptimizer.second_moment,
-        ):
+        if self._overrides_moments():
             return [self.inverse_lr(p) for p in params], [self.second_moment(p) for p in params]
         return self._moments(params)
 
@@ -599,10 +596,69 @@ class AdaptiveOptimizer(Optimizer):
         invs, second = [], []
         for param in params:
             state, s = self._last_step(param, scalars)
-            invs.append((self.denominator(state, s) / s.step_size).expand_as(param))
-            v, v_hat = self.second_moments(state, s)
-            second.append((_shaped_as(v, param), _shaped_as(v_hat, param)))
+            inv, moment = self._moments_of_one(state, s, param.shape)
+            invs.append(inv)
+            second.append(moment)
         return invs, second
+
+    def moments_program(self, params: list[Tensor]) -> MomentsProgram | None:
+        """:meth:`moments` as a function of tensors, for a caller that compiles it (the
+        diagnostics' logging step, ``callbacks.compiled_stats``): the same ``denominator`` and
+        ``second_moments``, with each group's numbers of step t as elements of one tensor, as
+        the fused step traces the rule. None when a subclass answers ``inverse_lr`` or
+        ``second_moment`` itself (the caller then evaluates :meth:`moments`)."""
+        if self._overrides_moments():
+            return None
+        scalars: dict[tuple[int, int], StepScalars] = {}
+        sets: dict[tuple, int] = {}  # (step scalars, dtype, device) -> index into values
+        values: list[Tensor] = []
+        structures, rules, per_param, tensors = [], [], [], []
+        for param in params:
+            state, s = self._last_step(param, scalars)
+            key = (id(s), param.dtype, param.device)
+            index = sets.get(key)
+            if index is None:
+                structure, packed = s.packed(param)
+                index = sets[key] = len(values)
+                values.append(packed)
+                structures.append(structure)
+                rules.append(s)
+            per_param.append((index, tuple(state), tuple(param.shape)))
+            tensors.extend(state.values())
+
+        def evaluate(
+            flat: Sequence[Tensor],
+        ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor | None]]]:
+            traced = [StepScalars.traced(s, v) for s, v in zip(rules, flat, strict=False)]
+            it = iter(flat[len(rules) :])
+            invs, second = [], []
+            with TensorScalarOps():
+                for index, keys, shape in per_param:
+                    state = {key: next(it) for key in keys}
+                    inv, moment = self._moments_of_one(state, traced[index], shape)
+                    invs.append(inv)
+                    second.append(moment)
+            return invs, second
+
+        return MomentsProgram(
+            (type(self), tuple(structures), tuple(per_param)), [*values, *tensors], evaluate
+        )
+
+    def _overrides_moments(self) -> bool:
+        cls = type(self)
+        return (cls.inverse_lr, cls.second_moment) != (
+            AdaptiveOptimizer.inverse_lr,
+            AdaptiveOptimizer.second_moment,
+        )
+
+    def _moments_of_one(
+        self, state: dict[str, Tensor], s: StepScalars, shape: torch.Size | tuple[int, ...]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor | None]]:
+        """The one definition of (inverse_lr, (v, v_hat)) of one parameter at step t: the
+        eager ``moments`` calls it with floats, ``moments_program`` traces it."""
+        inv = (self.denominator(state, s) / s.step_size).expand(shape)
+        v, v_hat = self.second_moments(state, s)
+        return inv, (_shaped_as(v, shape), _shaped_as(v_hat, shape))
 
     def inverse_lr(self, param: Tensor) -> Tensor:
         """D_t / alpha_t of the last step, element-wise: (sqrt(v_hat_t) + eps) / alpha_t.
@@ -620,12 +676,24 @@ class AdaptiveOptimizer(Optimizer):
         return self._moments([param])[1][0]
 
 
-def _shaped_as(moment: Tensor | None, param: Tensor) -> Tensor | None:
+def _shaped_as(moment: Tensor | None, shape: torch.Size | tuple[int, ...]) -> Tensor | None:
     """``moment`` broadcast to the parameter's shape; the state tensor itself when it has that
     shape already (the diagnostics then read it once, as state and as moment)."""
-    if moment is None or moment.shape == param.shape:
+    if moment is None or moment.shape == shape:
         return moment
-    return moment.expand_as(param)
+    return moment.expand(shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class MomentsProgram:
+    """``moments(params)`` as a function of tensors: ``evaluate(tensors)`` returns what
+    ``moments`` returns, computed from ``tensors`` (each group's step numbers, then the state)
+    by the same rule. ``structure`` is everything ``evaluate`` bakes in besides the tensors'
+    layouts, so a compiled ``evaluate`` serves every program with the same structure."""
+
+    structure: Hashable
+    tensors: list[Tensor]
+    evaluate: Callable[[Sequence[Tensor]], tuple[list[Tensor], list[tuple[Tensor, Tensor | None]]]]
 
 
 class EMAOptimizer(AdaptiveOptimizer):
