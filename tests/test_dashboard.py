@@ -57,7 +57,7 @@ def logged(tmp_path_factory) -> Iterator[dict[str, object]]:
             keys |= set(row)
     (metrics,) = (root / "csv").rglob("metrics.csv")
     keys |= set(metrics.read_text().splitlines()[0].split(","))
-    from lit_amsgrad.report import wandb_records
+    from tests.wandb_records import wandb_records
 
     wandb_config: dict[str, object] = {}
     (fit_file, *_) = sorted((root / "runs").rglob("run-*.wandb"), key=lambda p: p.stat().st_mtime)

@@ -26,15 +26,18 @@ def _net() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
 
 
-def _run(compile, steps=6, expected_steps=None, optimizer=AMSGrad, log_every=1, small_after=None):
+def _run(
+    compile,
+    steps=6,
+    expected_steps=None,
+    optimizer=lambda ps: AMSGrad(ps, lr=0.05),
+    log_every=1,
+    small_after=None,
+):
     """Metrics and histograms of every logging step of a short fit, with the probe's
     ``compile``; from step ``small_after`` on, the gradients are tiny (v_hat stops growing)."""
     net = _net()
-    opt = (
-        optimizer(net.parameters(), lr=0.05)
-        if optimizer is AMSGrad
-        else optimizer(net.parameters())
-    )
+    opt = optimizer(net.parameters())
     names = {id(p): name for name, p in net.named_parameters()}
     metrics, hists = [], []
     probe = OptimizerProbe(

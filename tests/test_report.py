@@ -125,7 +125,7 @@ def test_wandb_file_defines_the_step_of_each_key(workdir):
 
 
 def test_run_name_says_config_optimizer_and_changed_settings(workdir):
-    from lit_amsgrad.report import wandb_records
+    from tests.wandb_records import wandb_records
 
     _, run = fit_with_both_loggers(
         workdir, "--model.init_args.optimizer.class_path=lit_amsgrad.optim.Adam",

@@ -629,7 +629,9 @@ class AdaptiveOptimizer(Optimizer):
         def evaluate(
             flat: Sequence[Tensor],
         ) -> tuple[list[Tensor], list[tuple[Tensor, Tensor | None]]]:
-            traced = [StepScalars.traced(s, v) for s, v in zip(rules, flat, strict=False)]
+            traced = [
+                StepScalars.traced(s, v) for s, v in zip(rules, flat[: len(rules)], strict=True)
+            ]
             it = iter(flat[len(rules) :])
             invs, second = [], []
             with TensorScalarOps():
