@@ -33,7 +33,7 @@ from callbacks.adapters import MomentView, moments_of, moments_program_of
 from callbacks.compiled_stats import DeviceStats, Snapshot
 from callbacks.nonfinite import watched_tensors
 from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
-from callbacks.stats import Transfer, bin_edges, histogram, rows_metrics
+from callbacks.stats import Transfer, bin_edges, histogram, rows_metrics, to_host
 
 MetricsSink = Callable[[dict[str, float], int], None]
 HistogramSink = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], None]
@@ -153,10 +153,8 @@ class OptimizerProbe:
                 keep,
                 self._remaining_logging_steps(),
             )
-            dev = packed.device
-            extra_values = [t.reshape(1).to(dev, packed.dtype) for t in extras.values()]
-            hists = histogram(bins, len(params))
-            host = torch.cat([packed, *extra_values, hists]).cpu().numpy()  # the one transfer
+            counts = histogram(bins, len(params))
+            host = to_host([packed, *extras.values(), counts])  # the one transfer
             step = Transfer.read(host, layout, bool(watched))
             metrics = dict(zip(extras, step.rest, strict=True))
             if step.nonfinite is not None:

@@ -290,3 +290,29 @@ def test_every_lit_optimizer_is_monitored_through_its_own_answers(name):
     has_vhat = opt.second_moment(model.weight)[1] is not None
     assert ("diag/vhat_active_frac/weight" in last) == has_vhat
     assert all(math.isfinite(v) for v in last.values())
+
+
+def test_histogram_median_is_within_one_bin_above_the_lower_median():
+    """medians_from_hist against the definition: the ceil(n/2)-th smallest value lies in
+    the bin the median lands in, and an empty row gives the range's start."""
+    from callbacks.stats import bin_edges, medians_from_hist
+
+    rng = np.random.default_rng(0)
+    lo, hi = -4.0, 1.5
+    edges = bin_edges(lo, hi)
+    width = (hi - lo) / BINS
+    for _ in range(200):
+        counts = rng.integers(0, 4, (5, BINS)) * (rng.random((5, BINS)) < rng.random())
+        counts[0] = 0
+        medians = medians_from_hist(counts.astype(float), lo, hi)
+        assert medians[0] == lo
+        for row, got in zip(counts[1:], medians[1:], strict=True):
+            if row.sum() == 0:
+                continue
+            values = np.repeat(edges[:-1], row)  # every value at its bin's lower edge
+            lower = np.sort(values)[(len(values) + 1) // 2 - 1]
+            assert lower - 1e-9 <= got <= lower + width + 1e-9
+    # one bin of 4 values: half of them lie below the middle of the bin
+    one = np.zeros((1, BINS))
+    one[0, 10] = 4
+    assert medians_from_hist(one, lo, hi)[0] == pytest.approx(lo + 10.5 * width)
