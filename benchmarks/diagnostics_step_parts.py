@@ -1,0 +1,122 @@
+"""Where a compiled logging step's time goes: its parts timed one by one, in one process.
+
+    python benchmarks/diagnostics_step_parts.py [--nets logreg mlp] [--rounds 9 --calls 200]
+
+The same set-up as ``diagnostics_logging_step.py`` (a network, AMSGrad after a few real steps,
+the probe at ``log_every_n_steps=1`` with the NaN count, compiled with the moments in the
+kernel), then each part of the probe's post-step hook called on its own, round after round
+(medians printed): the whole hook; inside the device side, the optimizer's ``moments_program``,
+the kernel call (inductor's wrappers included), the dedupe of the kernel's inputs and their
+cache key; then the eager ``bincount``, the transfer and the host's reading and metrics. A
+cProfile of the same hook inflates the many small Python calls about threefold and misleads;
+these are plain wall-clock medians. Each part called alone runs with warm caches, so the parts
+add up to less than the whole hook (about two thirds of it on logistic regression). It reads internals (``compiled_stats._KERNELS``) on purpose:
+it is a profile, not an API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from diagnostics_logging_step import probes
+
+from callbacks import compiled_stats, stats
+from callbacks.adapters import moments_program_of
+from callbacks.nonfinite import watched_tensors
+from lit_amsgrad.compiled import signature
+
+
+def parts(net: str) -> dict[str, Callable[[], object]]:
+    made, opt = probes(net)
+    probe = made["compiled, moments in the kernel"]
+    with torch.no_grad():
+        for _ in range(20):  # compiles, and leaves a snapshot for Gamma
+            probe._after_step(opt, (), {})
+    params = probe._params()
+    ids = tuple(map(id, params))
+    watched = [t for _, _, t in watched_tensors(opt, probe.names)]
+
+    def device() -> compiled_stats.Result:
+        return probe.device_stats(
+            lambda: probe._moments(params),
+            lambda: moments_program_of(opt, params),
+            ids,
+            probe._prev,
+            watched,
+            True,
+        )
+
+    result = device()
+    counts = stats.histogram(result.bins, len(params))
+    host = stats.to_host([result.packed, counts])
+    step = stats.Transfer.read(host, result.layout, True)
+    columns, rows = step.rows(True)
+    suffixes = ["", *(f"/{i}" for i in range(len(params)))]
+    program = moments_program_of(opt, params)
+    prevs = [p for p in compiled_stats._prevs(probe._prev, True, ids) if p is not None]
+    slots = [*program.tensors, *prevs, *watched]
+
+    def distinct() -> list[torch.Tensor]:
+        first: dict[int, int] = {}
+        where = tuple(first.setdefault(id(t), len(first)) for t in slots)
+        return list({where[i]: t for i, t in enumerate(slots)}.values())
+
+    inputs = distinct()
+    # this network's logging-step kernel: the cache holds every network's, keyed by signature
+    (structure, _), (kernel, _) = next(
+        (key, entry)
+        for key, entry in compiled_stats._KERNELS.items()
+        if key[0][0] == "stats" and key == signature(key[0], inputs)
+    )
+
+    def hook() -> None:
+        with torch.no_grad():
+            probe._after_step(opt, (), {})
+
+    return {
+        "whole post-step hook": hook,
+        "device side (all of the below)": device,
+        "  moments_program": lambda: moments_program_of(opt, params),
+        "  kernel call": lambda: kernel(*inputs),
+        "  distinct inputs": distinct,
+        "  signature (cache key)": lambda: signature(structure, inputs),
+        "tensors watched for NaN": lambda: [t for _, _, t in watched_tensors(opt, probe.names)],
+        "bincount": lambda: stats.histogram(result.bins, len(params)),
+        "transfer (to_host)": lambda: stats.to_host([result.packed, counts]),
+        "Transfer.read": lambda: stats.Transfer.read(host, result.layout, True),
+        "rows (overall row)": lambda: step.rows(True),
+        "rows_metrics (with medians)": lambda: stats.rows_metrics(
+            columns, rows, step.lo, step.hi, "diag", suffixes
+        ),
+        "  medians_from_hist": lambda: stats.medians_from_hist(rows, step.lo, step.hi),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", nargs="+", choices=["logreg", "mlp"], default=["logreg", "mlp"])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=200, help="calls of each part per round")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"{torch.get_num_threads()} thread(s), {args.rounds} rounds of {args.calls} calls")
+    for net in args.nets:
+        timed = parts(net)
+        times: dict[str, list[float]] = {name: [] for name in timed}
+        for _ in range(args.rounds):
+            for name, part in timed.items():
+                start = time.perf_counter()
+                for _ in range(args.calls):
+                    part()
+                times[name].append((time.perf_counter() - start) / args.calls)
+        for name, values in times.items():
+            print(f"{net:>7} {name:<32} {statistics.median(values) * 1e6:8.1f} us", flush=True)
+
+
+if __name__ == "__main__":
+    main()
