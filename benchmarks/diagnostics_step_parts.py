@@ -10,8 +10,8 @@ the kernel call (inductor's wrappers included), the dedupe of the kernel's input
 cache key; then the eager ``bincount``, the transfer and the host's reading and metrics. A
 cProfile of the same hook inflates the many small Python calls about threefold and misleads;
 these are plain wall-clock medians. Each part called alone runs with warm caches, so the parts
-add up to less than the whole hook (about two thirds of it on logistic regression). It reads internals (``compiled_stats._KERNELS``) on purpose:
-it is a profile, not an API.
+add up to less than the whole hook (about two thirds of it on logistic regression). It reads
+internals (``compiled_stats._KERNELS``) on purpose: it is a profile, not an API.
 """
 
 from __future__ import annotations
@@ -60,12 +60,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
     prevs = [p for p in compiled_stats._prevs(probe._prev, True, ids) if p is not None]
     slots = [*program.tensors, *prevs, *watched]
 
-    def distinct() -> list[torch.Tensor]:
-        first: dict[int, int] = {}
-        where = tuple(first.setdefault(id(t), len(first)) for t in slots)
-        return list({where[i]: t for i, t in enumerate(slots)}.values())
-
-    inputs = distinct()
+    _, inputs = compiled_stats.distinct_inputs(slots)
     # this network's logging-step kernel: the cache holds every network's, keyed by signature
     (structure, _), (kernel, _) = next(
         (key, entry)
@@ -82,7 +77,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         "device side (all of the below)": device,
         "  moments_program": lambda: moments_program_of(opt, params),
         "  kernel call": lambda: kernel(*inputs),
-        "  distinct inputs": distinct,
+        "  distinct inputs": lambda: compiled_stats.distinct_inputs(slots),
         "  signature (cache key)": lambda: signature(structure, inputs),
         "tensors watched for NaN": lambda: [t for _, _, t in watched_tensors(opt, probe.names)],
         "bincount": lambda: stats.histogram(result.bins, len(params)),

@@ -152,11 +152,7 @@ class DeviceStats:
         prevs = _prevs(prev, in_graph, ids)
         has_prev = tuple(p is not None for p in prevs)
         slots = [*program.tensors, *(p for p in prevs if p is not None), *watched]
-        # a tensor in two slots (v is also watched state) is read once: the kernel's inputs
-        # are the distinct tensors, and ``where`` says which input fills each slot
-        first: dict[int, int] = {}
-        where = tuple(first.setdefault(id(t), len(first)) for t in slots)
-        inputs = list({where[i]: t for i, t in enumerate(slots)}.values())
+        where, inputs = distinct_inputs(slots)
         keep = keep and in_graph  # given moments are kept as they came
         n = len(program.tensors)
 
@@ -216,6 +212,14 @@ class DeviceStats:
         log.info("compiled a diagnostics kernel for %d tensors in %.1f s", len(inputs), seconds)
         entry = _KERNELS[key] = (kernel, tuple(sizes))
         return entry
+
+
+def distinct_inputs(slots: list[Tensor]) -> tuple[tuple[int, ...], list[Tensor]]:
+    """A tensor in two slots (v is also watched state) is read once: the kernel's inputs are
+    the distinct tensors, and ``where[i]`` is the input that fills slot i."""
+    first: dict[int, int] = {}
+    where = tuple(first.setdefault(id(t), len(first)) for t in slots)
+    return where, list({where[i]: t for i, t in enumerate(slots)}.values())
 
 
 def _prevs(prev: Snapshot | None, in_graph: bool, ids: tuple[int, ...]) -> list[Tensor | None]:
