@@ -7,7 +7,7 @@ the probe at ``log_every_n_steps=1`` with the NaN count, compiled with the momen
 kernel), then each part of the probe's post-step hook called on its own, round after round
 (medians printed): the whole hook; inside the device side, the optimizer's ``moments_program``,
 the kernel call (inductor's wrappers included), the dedupe of the kernel's inputs and their
-cache key; then the eager ``bincount``, the transfer and the host's reading and metrics. A
+cache key; then the eager ``bincount``, the transfer and the host's reading into metrics (``StepReader``). A
 cProfile of the same hook inflates the many small Python calls about threefold and misleads;
 these are plain wall-clock medians. Each part called alone runs with warm caches, so the parts
 add up to less than the whole hook (about two thirds of it on logistic regression). It reads
@@ -52,10 +52,10 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
 
     result = device()
     counts = stats.histogram(result.bins, len(params))
-    host = stats.to_host([result.packed, counts])
-    step = stats.Transfer.read(host, result.layout, True)
-    columns, rows = step.rows(True)
-    suffixes = ["", *(f"/{i}" for i in range(len(params)))]
+    values, host_counts = stats.to_host(result.packed, [], counts)
+    suffixes = probe._suffixes(params)
+    reader = stats.reader_for(result.layout, True, (), "diag", suffixes)
+    step = reader(values, host_counts)
     program = moments_program_of(opt, params)
     prevs = [p for p in compiled_stats._prevs(probe._prev, True, ids) if p is not None]
     slots = [*program.tensors, *prevs, *watched]
@@ -81,13 +81,11 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         "  signature (cache key)": lambda: signature(structure, inputs),
         "tensors watched for NaN": lambda: [t for _, _, t in watched_tensors(opt, probe.names)],
         "bincount": lambda: stats.histogram(result.bins, len(params)),
-        "transfer (to_host)": lambda: stats.to_host([result.packed, counts]),
-        "Transfer.read": lambda: stats.Transfer.read(host, result.layout, True),
-        "rows (overall row)": lambda: step.rows(True),
-        "rows_metrics (with medians)": lambda: stats.rows_metrics(
-            columns, rows, step.lo, step.hi, "diag", suffixes
-        ),
-        "  medians_from_hist": lambda: stats.medians_from_hist(rows, step.lo, step.hi),
+        "transfer (to_host)": lambda: stats.to_host(result.packed, [], counts),
+        "reader (reader_for + metrics)": lambda: stats.reader_for(
+            result.layout, True, (), "diag", suffixes
+        )(values, host_counts),
+        "  medians_from_hist": lambda: stats.medians_from_hist(step.rows, step.lo, step.hi),
     }
 
 

@@ -170,7 +170,7 @@ class DeviceStats:
             return None
         kernel, sizes = entry
         packed, bins, *invs = kernel(*inputs)
-        layout = [(numel, p, v) for (numel, v), p in zip(sizes, has_prev, strict=True)]
+        layout = tuple((numel, p, v) for (numel, v), p in zip(sizes, has_prev, strict=True))
         snapshot = (
             Snapshot(ids, given[0], False) if given is not None else Snapshot(ids, invs, True)
         )

@@ -17,7 +17,7 @@ takes part in the replica check's collective: what the ranks other than zero run
 
 A logging step's device work is ``callbacks.stats.device_stats`` (eager, or compiled when
 ``compile`` says so: ``callbacks.compiled_stats``), its host work the reduction of the
-transferred rows to metrics (``callbacks.stats.rows_metrics``).
+transferred values to metrics (``callbacks.stats.StepReader``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from callbacks.adapters import MomentView, moments_of, moments_program_of
 from callbacks.compiled_stats import DeviceStats, Snapshot
 from callbacks.nonfinite import watched_tensors
 from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
-from callbacks.stats import Transfer, bin_edges, histogram, rows_metrics, to_host
+from callbacks.stats import StepResult, bin_edges, histogram, reader_for, to_host
 
 MetricsSink = Callable[[dict[str, float], int], None]
 HistogramSink = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], None]
@@ -154,19 +154,16 @@ class OptimizerProbe:
                 self._remaining_logging_steps(),
             )
             counts = histogram(bins, len(params))
-            host = to_host([packed, *extras.values(), counts])  # the one transfer
-            step = Transfer.read(host, layout, bool(watched))
-            metrics = dict(zip(extras, step.rest, strict=True))
-            if step.nonfinite is not None:
-                metrics[f"{self.prefix}/nonfinite"] = step.nonfinite
-            names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
-            suffixes = ["", *(f"/{name}" for name in names)] if self.per_parameter else [""]
-            columns, counts = step.rows(self.per_parameter)
+            values, counts = to_host(packed, list(extras.values()), counts)  # the one transfer
+            suffixes = self._suffixes(params)
+            reader = reader_for(layout, bool(watched), tuple(extras), self.prefix, suffixes)
+            step = reader(values, counts)
             if log:
-                metrics = {**self._metrics(columns, counts, step, suffixes), **metrics}
+                metrics = self._with_growth(step, suffixes)
+                metrics.update(step.extras)
                 self.on_metrics(metrics, self.step)
             if hist and math.isfinite(step.lo) and math.isfinite(step.hi):  # NaN: no range
-                self.on_histograms(self._histograms(counts, step, suffixes), self.step)
+                self.on_histograms(self._histograms(step, suffixes), self.step)
         elif keep:
             snapshot = self.device_stats.snapshot(
                 lambda: self._moments(params), lambda: moments_program_of(self.view, params), ids
@@ -189,15 +186,17 @@ class OptimizerProbe:
         }
         return inv.clone() if inv.data_ptr() in state_ptrs else inv
 
-    def _metrics(
-        self,
-        columns: dict[str, list[float]],
-        counts: np.ndarray,
-        step: Transfer,
-        suffixes: list[str],
-    ) -> dict[str, float]:
-        metrics, means = rows_metrics(columns, counts, step.lo, step.hi, self.prefix, suffixes)
-        for suffix, mean in zip(suffixes, means, strict=True):
+    def _suffixes(self, params: list[Tensor]) -> tuple[str, ...]:
+        """The metric key suffix of each row: "" for all coordinates, then "/<name>"."""
+        if not self.per_parameter:
+            return ("",)
+        names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
+        return ("", *(f"/{name}" for name in names))
+
+    def _with_growth(self, step: StepResult, suffixes: tuple[str, ...]) -> dict[str, float]:
+        """The step's metrics with vhat_growth, each row's mean vhat over the last logged."""
+        metrics = step.metrics
+        for suffix, mean in zip(suffixes, step.means, strict=True):
             if mean is None:
                 continue
             before = self._vhat_means.get(suffix)
@@ -206,10 +205,10 @@ class OptimizerProbe:
             self._vhat_means[suffix] = mean
         return metrics
 
-    def _histograms(self, rows: np.ndarray, step: Transfer, suffixes: list[str]) -> dict:
+    def _histograms(self, step: StepResult, suffixes: tuple[str, ...]) -> dict:
         edges = bin_edges(step.lo, step.hi)
         out = {}
-        for suffix, counts in zip(suffixes, rows, strict=True):
+        for suffix, counts in zip(suffixes, step.rows, strict=True):
             nonzero = np.flatnonzero(counts)
             first, last = (nonzero[0], nonzero[-1]) if nonzero.size else (0, 0)
             out[f"{self.hist_prefix}/eff_lr{suffix}"] = (

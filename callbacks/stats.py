@@ -1,51 +1,37 @@
-"""The diagnostics' statistics as reducible rows, and their reduction to metrics on the host.
+"""The diagnostics' statistics on the device, and their reading into metrics on the host.
 
-Each parameter becomes one float64 row of counts, sums, minima, maxima and a 256-bin histogram
-of log10(effective step size) over a range shared by all parameters. Rows combine by sum, min
-or max column by column (``REDUCE``), so the overall row is a reduction of the parameter rows
-and a sharded strategy could all-reduce them (the range first, by min/max). What the device
+Each parameter gets counts, sums, minima, maxima and a 256-bin histogram of log10(effective
+step size) over a range shared by all parameters; the overall row is their reduction (minima
+of minima, sums of counts), as an all-reduce over shards would compute it. What the device
 computes for one logging step is packed into a single tensor and reaches the host in one
-transfer; counts the host knows anyway (numel, which parameters have Gamma or vhat) stay there.
+transfer; counts the host knows anyway (numel, which parameters have Gamma or vhat) stay there,
+and where each number sits is worked out once per layout (``StepReader``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 BINS = 256
-COLUMNS = (
-    "n",  # coordinates
-    "inv_min",  # min inverse_lr = 1 / max effective step
-    "inv_max",  # max inverse_lr = 1 / min effective step
-    "gamma_n",  # coordinates with a previous-step snapshot (0: no Gamma this step)
-    "gamma_neg",  # coordinates with Gamma_t < 0
-    "gamma_min",
-    "vhat_n",  # coordinates with a running max vhat (0: the optimizer keeps none)
-    "vhat_active",  # coordinates with vhat_t > v_t
-    "vhat_max",
-    "vhat_sum",
-)
-REDUCE = {"inv_min": "min", "gamma_min": "min", "inv_max": "max", "vhat_max": "max"}  # else sum
-_EMPTY = {"gamma_min": float("inf"), "vhat_max": float("-inf")}
 _LOG10_CLAMP = 45.0  # keeps an infinite step size (eps=0, v=0) from blowing up the range
 
 
-Layout = list[tuple[int, bool, bool]]  # per parameter: (numel, has Gamma, has vhat)
+Layout = tuple[tuple[int, bool, bool], ...]  # per parameter: (numel, has Gamma, has vhat)
 
 
 def layout_of(
     invs: list[Tensor], prevs: list[Tensor | None], moments: list[tuple[Tensor, Tensor | None]]
 ) -> Layout:
     """What the host knows of one logging step without a transfer."""
-    return [
+    return tuple(
         (inv.numel(), prev is not None, m[1] is not None)
         for inv, prev, m in zip(invs, prevs, moments, strict=True)
-    ]
+    )
 
 
 def device_stats(
@@ -100,13 +86,20 @@ def histogram(bins: Tensor, parameters: int) -> Tensor:
     return torch.bincount(bins, minlength=parameters * BINS)
 
 
-def to_host(parts: list[Tensor]) -> np.ndarray:
-    """The tensors, flattened, as one float64 host array: one device-to-host transfer (on
-    the CPU, numpy views concatenated: no torch op at all)."""
-    if all(t.device.type == "cpu" for t in parts):
-        return np.concatenate([t.reshape(-1).numpy() for t in parts], dtype=np.float64)
-    dev = parts[0].device
-    return torch.cat([t.reshape(-1).to(dev, torch.float64) for t in parts]).cpu().numpy()
+def to_host(packed: Tensor, extras: list[Tensor], counts: Tensor) -> tuple[list[float], np.ndarray]:
+    """One logging step's results on the host: ``packed`` and then ``extras`` as floats, and
+    ``histogram``'s counts. On an accelerator that is one concatenation and one
+    device-to-host transfer; on the CPU the tensors are host memory already and are read
+    where they are (a concatenation there cost as much as reading them)."""
+    if packed.device.type == "cpu" and all(t.device.type == "cpu" for t in extras):
+        values = packed.tolist()
+        values.extend(t.item() for t in extras)
+        return values, counts.numpy()
+    parts = [packed, *extras, counts]
+    dev = packed.device
+    host = torch.cat([t.reshape(-1).to(dev, torch.float64) for t in parts]).cpu().numpy()
+    head = host.size - counts.numel()
+    return host[:head].tolist(), host[head:]
 
 
 def _stack(scalars: list[Tensor], dev: torch.device) -> Tensor:
@@ -124,60 +117,6 @@ def _bin_index(inv: Tensor, lo: Tensor, scale: Tensor, dev: torch.device) -> Ten
     # NaN state (on_nonfinite="log" goes on): bin 0. x != x, not isnan: inductor vectorizes it
     x = torch.where(x != x, 0.0, x)
     return x.to(dev, torch.int32)
-
-
-@dataclasses.dataclass
-class Transfer:
-    """One logging step's transfer, read on the host: the packed values of ``device_stats``,
-    anything appended after them, and ``histogram``'s counts."""
-
-    columns: dict[str, list[float]]  # every COLUMNS entry, one value per parameter
-    counts: np.ndarray  # [parameters, BINS]
-    lo: float
-    hi: float
-    nonfinite: float | None
-    rest: list[float]
-
-    @classmethod
-    def read(cls, host: np.ndarray, layout: Layout, watched: bool) -> Transfer:
-        p = len(layout)
-        head = host[: host.size - p * BINS].tolist()
-        g = sum(has_gamma for _, has_gamma, _ in layout)
-        h = sum(has_vhat for _, _, has_vhat in layout)
-        it = iter(head)
-        take = lambda k: [next(it) for _ in range(k)]  # noqa: E731
-        inv_min, inv_max, g_neg, g_min = take(p), take(p), take(g), take(g)
-        act, v_max, v_sum, (lo, hi) = take(h), take(h), take(h), take(2)
-        bad = next(it) if watched else None
-        gamma, vhat = (
-            iter(zip(g_neg, g_min, strict=True)),
-            iter(zip(act, v_max, v_sum, strict=True)),
-        )
-        columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
-        for (n, has_gamma, has_vhat), lo_i, hi_i in zip(layout, inv_min, inv_max, strict=True):
-            neg, low = next(gamma) if has_gamma else (0.0, _EMPTY["gamma_min"])
-            active, high, total = next(vhat) if has_vhat else (0.0, _EMPTY["vhat_max"], 0.0)
-            values = (n, lo_i, hi_i, n if has_gamma else 0, neg, low, n if has_vhat else 0)
-            for name, value in zip(COLUMNS, (*values, active, high, total), strict=True):
-                columns[name].append(float(value))
-        counts = host[host.size - p * BINS :].reshape(p, BINS)
-        return cls(columns, counts, lo, hi, bad, list(it))
-
-    def rows(self, per_parameter: bool) -> tuple[dict[str, list[float]], np.ndarray]:
-        """(columns, counts) of the rows to report: all coordinates together first (what an
-        all-reduce over shards would compute, ``REDUCE``), then each parameter's."""
-        overall = {
-            name: [_REDUCERS[REDUCE.get(name, "sum")](values)]
-            for name, values in self.columns.items()
-        }
-        counts = self.counts.sum(axis=0, keepdims=True)
-        if not per_parameter:
-            return overall, counts
-        columns = {name: overall[name] + values for name, values in self.columns.items()}
-        return columns, np.concatenate([counts, self.counts])
-
-
-_REDUCERS = {"sum": sum, "min": min, "max": max}
 
 
 def bin_edges(lo: float, hi: float) -> np.ndarray:
@@ -201,34 +140,117 @@ def medians_from_hist(counts: np.ndarray, lo: float, hi: float) -> list[float]:
     return medians
 
 
-def rows_metrics(
-    columns: dict[str, list[float]],
-    counts: np.ndarray,
-    lo: float,
-    hi: float,
-    prefix: str,
-    suffixes: list[str],
-) -> tuple[dict[str, float], list[float | None]]:
-    """docs/design.md's keys for every row (row i under ``suffixes[i]``; Gamma and vhat keys
-    only where the row has them), and each row's mean vhat, the base of ``vhat_growth``
-    (None without a running max)."""
-    medians = [10.0**m for m in medians_from_hist(counts, lo, hi)]
-    out: dict[str, float] = {}
-    means: list[float | None] = []
-    for i, suffix in enumerate(suffixes):
-        keys = _keys(prefix, suffix)
-        out[keys[0]] = _reciprocal(columns["inv_max"][i])
-        out[keys[1]] = medians[i]
-        out[keys[2]] = _reciprocal(columns["inv_min"][i])
-        gamma_n, vhat_n = columns["gamma_n"][i], columns["vhat_n"][i]
-        if gamma_n > 0:
-            out[keys[3]] = columns["gamma_neg"][i] / gamma_n
-            out[keys[4]] = columns["gamma_min"][i]
-        if vhat_n > 0:
-            out[keys[5]] = columns["vhat_active"][i] / vhat_n
-            out[keys[6]] = columns["vhat_max"][i]
-        means.append(columns["vhat_sum"][i] / vhat_n if vhat_n > 0 else None)
-    return out, means
+class StepResult(NamedTuple):
+    """A logging step read on the host."""
+
+    metrics: dict[str, float]  # docs/design.md's keys of every row
+    extras: dict[str, float]  # what rode along: the extras by name, then the NaN/inf count
+    means: list[float | None]  # each row's mean vhat, the base of vhat_growth (None: no vhat)
+    rows: np.ndarray  # each row's BINS histogram counts
+    lo: float  # the histogram's range in log10(effective step), ``bin_edges(lo, hi)``
+    hi: float
+
+
+class StepReader:
+    """Reads one logging step's host values (``to_host``) into docs/design.md's metrics.
+
+    Where each number sits in ``device_stats``' packed tensor, which rows have Gamma or vhat,
+    and every key depend on the layout alone: they are worked out once here (``reader_for``
+    keeps the readers), so a logging step only indexes. Row 0 is all coordinates together
+    (the minimum of the minima, the maximum of the maxima, the sums of the counts: what an
+    all-reduce over shards would compute), then one row per parameter when ``suffixes``
+    names them. The numels and which parameters have Gamma or vhat are the host's own
+    knowledge: they are not transferred.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        watched: bool,
+        extras: tuple[str, ...],
+        prefix: str,
+        suffixes: tuple[str, ...],
+    ) -> None:
+        p = len(layout)
+        gammas = [i for i, (_, has_gamma, _) in enumerate(layout) if has_gamma]
+        vhats = [i for i, (_, _, has_vhat) in enumerate(layout) if has_vhat]
+        g, h = len(gammas), len(vhats)
+        self.parameters, self.g, self.h = p, g, h
+        # packed: inv_min[p], inv_max[p], gamma_neg[g], gamma_min[g], vhat_active[h],
+        # vhat_max[h], vhat_sum[h], lo, hi, then the NaN/inf count when watched
+        self.lo_at = 2 * p + 2 * g + 3 * h
+        self.nonfinite_at = self.lo_at + 2 if watched else None
+        self.extras, self.extras_at = extras, self.lo_at + 2 + int(watched)
+        self.nonfinite_key = f"{prefix}/nonfinite"
+        self.gamma_n = sum(layout[i][0] for i in gammas)
+        self.vhat_n = sum(layout[i][0] for i in vhats)
+        self.keys = [_keys(prefix, suffix) for suffix in suffixes]
+        self.per_parameter = len(suffixes) > 1
+        if self.per_parameter and len(suffixes) != p + 1:
+            raise ValueError(f"{p} parameters need {p + 1} row suffixes, got {len(suffixes)}")
+        # per parameter row: (index, index among those with Gamma, among those with vhat, n)
+        self.parameter_rows = [
+            (
+                i,
+                gammas.index(i) if has_gamma and n > 0 else None,
+                vhats.index(i) if has_vhat and n > 0 else None,
+                n,
+            )
+            for i, (n, has_gamma, has_vhat) in enumerate(layout)
+        ]
+
+    def __call__(self, values: list[float], counts: np.ndarray) -> StepResult:
+        p, g, h = self.parameters, self.g, self.h
+        lo, hi = values[self.lo_at], values[self.lo_at + 1]
+        counts = counts.reshape(p, BINS)
+        rows = counts.sum(axis=0, keepdims=True)
+        if self.per_parameter:
+            rows = np.concatenate([rows, counts])
+        medians = medians_from_hist(rows, lo, hi)
+        out: dict[str, float] = {}
+        keys = self.keys[0]
+        out[keys[0]] = _reciprocal(max(values[p : 2 * p]))
+        out[keys[1]] = 10.0 ** medians[0]
+        out[keys[2]] = _reciprocal(min(values[:p]))
+        at = 2 * p  # gamma_neg
+        if self.gamma_n > 0:
+            out[keys[3]] = sum(values[at : at + g]) / self.gamma_n
+            out[keys[4]] = min(values[at + g : at + 2 * g])
+        at += 2 * g  # vhat_active
+        means: list[float | None] = [None]
+        if self.vhat_n > 0:
+            out[keys[5]] = sum(values[at : at + h]) / self.vhat_n
+            out[keys[6]] = max(values[at + h : at + 2 * h])
+            means[0] = sum(values[at + 2 * h : at + 3 * h]) / self.vhat_n
+        if self.per_parameter:
+            gamma_at, vhat_at = 2 * p, 2 * p + 2 * g
+            for (i, gi, vi, n), keys, median in zip(
+                self.parameter_rows, self.keys[1:], medians[1:], strict=True
+            ):
+                out[keys[0]] = _reciprocal(values[p + i])
+                out[keys[1]] = 10.0**median
+                out[keys[2]] = _reciprocal(values[i])
+                if gi is not None:
+                    out[keys[3]] = values[gamma_at + gi] / n
+                    out[keys[4]] = values[gamma_at + g + gi]
+                if vi is not None:
+                    out[keys[5]] = values[vhat_at + vi] / n
+                    out[keys[6]] = values[vhat_at + h + vi]
+                    means.append(values[vhat_at + 2 * h + vi] / n)
+                else:
+                    means.append(None)
+        extras = dict(zip(self.extras, values[self.extras_at :], strict=True))
+        if self.nonfinite_at is not None:
+            extras[self.nonfinite_key] = values[self.nonfinite_at]
+        return StepResult(out, extras, means, rows, lo, hi)
+
+
+@functools.lru_cache(maxsize=256)
+def reader_for(
+    layout: Layout, watched: bool, extras: tuple[str, ...], prefix: str, suffixes: tuple[str, ...]
+) -> StepReader:
+    """The reader of this layout, made once: a run logs with a handful of layouts."""
+    return StepReader(layout, watched, extras, prefix, suffixes)
 
 
 @functools.cache

@@ -316,3 +316,40 @@ def test_histogram_median_is_within_one_bin_above_the_lower_median():
     one = np.zeros((1, BINS))
     one[0, 10] = 4
     assert medians_from_hist(one, lo, hi)[0] == pytest.approx(lo + 10.5 * width)
+
+
+def test_step_reader_overall_row_reduces_rows_that_lack_gamma_or_vhat():
+    """Parameters with and without Gamma or vhat in one step: each row gets only its own
+    keys, and the overall row reduces just the parameters that have them (a parameter
+    without a snapshot must not count as a coordinate with Gamma >= 0)."""
+    from callbacks.stats import StepReader
+
+    layout = ((4, True, True), (2, False, False), (3, True, False))  # (numel, Gamma, vhat)
+    values = [
+        *(0.5, 2.0, 4.0),  # inv_min per parameter
+        *(1.0, 8.0, 5.0),  # inv_max
+        *(1.0, 3.0),  # gamma_neg, of parameters 0 and 2
+        *(-0.25, -0.5),  # gamma_min
+        2.0,  # vhat_active, parameter 0 only
+        7.0,  # vhat_max
+        6.0,  # vhat_sum
+        *(-1.0, 1.0),  # lo, hi
+        3.0,  # NaN/inf entries
+        0.125,  # an extra
+    ]
+    counts = np.zeros((3, BINS), dtype=np.int64)
+    counts[:, 0] = (4, 2, 3)
+    step = StepReader(layout, True, ("diag/extra",), "diag", ("", "/a", "/b", "/c"))(
+        values, counts.reshape(-1)
+    )
+    m = step.metrics
+    assert m["diag/eff_lr/min"] == 1 / 8.0 and m["diag/eff_lr/max"] == 1 / 0.5
+    assert m["diag/gamma_neg_frac"] == 4.0 / 7 and m["diag/gamma_min"] == -0.5
+    assert m["diag/vhat_active_frac"] == 2.0 / 4 and m["diag/vhat_max"] == 7.0
+    assert m["diag/gamma_neg_frac/a"] == 1.0 / 4 and m["diag/gamma_neg_frac/c"] == 3.0 / 3
+    assert m["diag/eff_lr/min/b"] == 1 / 8.0 and m["diag/eff_lr/max/c"] == 1 / 4.0
+    assert not any(key.endswith("/b") for key in m if "gamma" in key or "vhat" in key)
+    assert "diag/vhat_max/c" not in m and m["diag/vhat_max/a"] == 7.0
+    assert step.means == [6.0 / 4, 6.0 / 4, None, None]
+    assert step.extras == {"diag/extra": 0.125, "diag/nonfinite": 3.0}
+    assert step.rows.tolist() == [counts.sum(axis=0).tolist(), *counts.tolist()]
