@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
+from callbacks.bits_log10 import bits_log10
 from callbacks.stats import Layout, device_stats, layout_of
 from lit_amsgrad.compiled import Signature, compile_flat, signature
 from lit_amsgrad.optim.core import MomentsProgram
@@ -161,7 +162,7 @@ class DeviceStats:
             invs, moms = program.evaluate(slots[:n])
             it = iter(slots[n:])
             pvs = [next(it) if has else None for has in has_prev]
-            packed, bins = device_stats(invs, pvs, moms, list(it))
+            packed, bins = device_stats(invs, pvs, moms, list(it), log10=bits_log10)
             return invs, moms, ((packed, bins, *invs) if keep else (packed, bins))
 
         structure = ("stats", program.structure, has_prev, len(watched), keep, where)

@@ -11,6 +11,7 @@ and where each number sits is worked out once per layout (``StepReader``).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -39,15 +40,18 @@ def device_stats(
     prevs: list[Tensor | None],
     moments: list[tuple[Tensor, Tensor | None]],
     watched: list[Tensor],
+    log10: Callable[[Tensor], Tensor] = torch.log10,
 ) -> tuple[Tensor, Tensor]:
     """Everything one logging step computes on the device: the one definition, which runs
     as it is (eager) or traced and compiled into one kernel (``callbacks.compiled_stats``).
 
     ``invs[i]`` is inverse_lr of parameter i now, ``prevs[i]`` at the step before (None: no
     Gamma), ``moments[i]`` its (v, vhat), ``watched`` the tensors whose NaN/inf entries are
-    counted. Returns (packed float64 statistics, int32 histogram bin of every coordinate,
-    offset by BINS per parameter); ``histogram`` counts the bins. Nothing here synchronises
-    with the device: the histogram range comes from device tensors.
+    counted; ``log10`` is what the histogram bins each coordinate by (the compiled kernel's
+    is ``callbacks.bits_log10``, the same function to round-off). Returns (packed float64
+    statistics, int32 histogram bin of every coordinate, offset by BINS per parameter);
+    ``histogram`` counts the bins. Nothing here synchronises with the device: the histogram
+    range comes from device tensors.
     """
     dev = invs[0].device
     extremes = [torch.aminmax(inv) for inv in invs]
@@ -77,7 +81,9 @@ def device_stats(
             torch.stack(nonfinite).sum().double().reshape(1) if nonfinite else inv_min[:0],
         ]
     )
-    bins = torch.cat([_bin_index(inv, lo, scale, dev) + i * BINS for i, inv in enumerate(invs)])
+    bins = torch.cat(
+        [_bin_index(inv, lo, scale, dev, log10) + i * BINS for i, inv in enumerate(invs)]
+    )
     return packed, bins
 
 
@@ -108,9 +114,11 @@ def _stack(scalars: list[Tensor], dev: torch.device) -> Tensor:
     return torch.stack([t.to(dev, torch.float64) for t in scalars])
 
 
-def _bin_index(inv: Tensor, lo: Tensor, scale: Tensor, dev: torch.device) -> Tensor:
+def _bin_index(
+    inv: Tensor, lo: Tensor, scale: Tensor, dev: torch.device, log10: Callable[[Tensor], Tensor]
+) -> Tensor:
     """The bin of log10(1 / inv) among BINS equal bins from lo, per coordinate, on ``dev``."""
-    x = torch.log10(inv.flatten() if inv.element_size() >= 4 else inv.flatten().float())
+    x = log10(inv.flatten() if inv.element_size() >= 4 else inv.flatten().float())
     lo, scale = lo.to(x.device, x.dtype), scale.to(x.device, x.dtype)
     # bin = (log10(1/inv) - lo) * scale; clamping first makes truncation a floor (and tames inf)
     x = (x * -scale - lo * scale).clamp(0, BINS - 1)
