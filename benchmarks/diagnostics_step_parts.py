@@ -85,7 +85,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         "reader (reader_for + metrics)": lambda: stats.reader_for(
             result.layout, True, (), "diag", suffixes
         )(values, host_counts),
-        "  medians_from_hist": lambda: stats.medians_from_hist(step.rows, step.lo, step.hi),
+        "  medians_from_hist": lambda: stats.medians_from_hist(step.rows(True), step.lo, step.hi),
     }
 
 

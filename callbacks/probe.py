@@ -208,7 +208,7 @@ class OptimizerProbe:
     def _histograms(self, step: StepResult, suffixes: tuple[str, ...]) -> dict:
         edges = bin_edges(step.lo, step.hi)
         out = {}
-        for suffix, counts in zip(suffixes, step.rows, strict=True):
+        for suffix, counts in zip(suffixes, step.rows(self.per_parameter), strict=True):
             nonzero = np.flatnonzero(counts)
             first, last = (nonzero[0], nonzero[-1]) if nonzero.size else (0, 0)
             out[f"{self.hist_prefix}/eff_lr{suffix}"] = (

@@ -352,4 +352,4 @@ def test_step_reader_overall_row_reduces_rows_that_lack_gamma_or_vhat():
     assert "diag/vhat_max/c" not in m and m["diag/vhat_max/a"] == 7.0
     assert step.means == [6.0 / 4, 6.0 / 4, None, None]
     assert step.extras == {"diag/extra": 0.125, "diag/nonfinite": 3.0}
-    assert step.rows.tolist() == [counts.sum(axis=0).tolist(), *counts.tolist()]
+    assert step.rows(True).tolist() == [counts.sum(axis=0).tolist(), *counts.tolist()]
