@@ -97,19 +97,23 @@ def test_compiled_logging_step_gives_the_eager_metrics_and_histograms():
 
 
 def test_compiled_logging_step_counts_nonfinite_state_as_eager_does():
-    """NaN in the state: the count and the binning of NaN (bin 0) agree."""
+    """NaN and inf in the state and a parameter: the count and the binning of NaN (bin 0)
+    agree."""
 
     def poisoned(compile):
         metrics, _, probe = _run(compile=compile, steps=2)
         weight = probe.optimizer.param_groups[0]["params"][0]
         probe.optimizer.state[weight]["exp_avg"][0, :2] = float("nan")
         probe.optimizer.state[weight]["max_exp_avg_sq"][1, 0] = float("inf")
+        bias = probe.optimizer.param_groups[0]["params"][1]  # another shape: another count
+        with torch.no_grad():
+            bias[0] = -float("inf")
         with torch.no_grad():  # the logging step again, on the poisoned state
             probe._observe(log=True, hist=False, keep=False)
         return metrics[-1][1]
 
     eager, compiled = poisoned(False), poisoned(True)
-    assert eager["diag/nonfinite"] == compiled["diag/nonfinite"] == 3
+    assert eager["diag/nonfinite"] == compiled["diag/nonfinite"] == 4
     assert eager.keys() == compiled.keys()
     for key, value in eager.items():
         if math.isnan(value):
