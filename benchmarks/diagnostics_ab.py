@@ -6,7 +6,8 @@
 A change to the logging step is worth a few percent of a training step, and this 2-core
 machine's speed drifts by more than that between runs, so runs of the two versions one after
 the other cannot tell them apart. Here both versions' ``callbacks`` are imported into one
-process (the other checkout's under its own module objects) and each gets an
+process (the other checkout's under its own module objects; both run on this checkout's
+``lit_amsgrad``, so a change to the optimizers is not what this compares) and each gets an
 ``OptimizerProbe`` on the same optimizer of one fit (``diagnostics_overhead.py``'s network,
 fake resident data, CSVLogger, compiled logging step, NaN count on); blocks of steps alternate
 between them. Printed: ms per step and the probe's own hook ms per step (medians over blocks,
