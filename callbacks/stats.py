@@ -240,41 +240,32 @@ class StepReader:
         lo, hi = values[self.lo_at], values[self.lo_at + 1]
         counts = counts.reshape(p, BINS)
         cumulative = counts.cumsum(axis=1)
-        overall = cumulative.sum(axis=0).tolist()  # the sum of cumulative counts is cumulative
-        rows = [overall, *cumulative.tolist()] if self.per_parameter else [overall]
+        everything = cumulative.sum(axis=0).tolist()  # a sum of cumulative counts is cumulative
+        rows = [everything, *cumulative.tolist()] if self.per_parameter else [everything]
         medians = medians_from_cumulative(rows, lo, hi)
         out: dict[str, float] = {}
-        keys = self.keys[0]
-        out[keys[0]] = _reciprocal(max(values[p : 2 * p]))
-        out[keys[1]] = 10.0 ** medians[0]
-        out[keys[2]] = _reciprocal(min(values[:p]))
-        at = 2 * p  # gamma_neg
-        if self.gamma_n > 0:
-            out[keys[3]] = sum(values[at : at + g]) / self.gamma_n
-            out[keys[4]] = min(values[at + g : at + 2 * g])
-        at += 2 * g  # vhat_active
+        at = 2 * p  # gamma_neg, then gamma_min, vhat_active, vhat_max, vhat_sum
+        gamma = vhat = None
         means: list[float | None] = [None]
+        if self.gamma_n > 0:
+            gamma = (sum(values[at : at + g]), min(values[at + g : at + 2 * g]), self.gamma_n)
+        at += 2 * g
         if self.vhat_n > 0:
-            out[keys[5]] = sum(values[at : at + h]) / self.vhat_n
-            out[keys[6]] = max(values[at + h : at + 2 * h])
+            vhat = (sum(values[at : at + h]), max(values[at + h : at + 2 * h]), self.vhat_n)
             means[0] = sum(values[at + 2 * h : at + 3 * h]) / self.vhat_n
+        overall = (max(values[p : 2 * p]), medians[0], min(values[:p]), gamma, vhat)
+        _row_metrics(out, self.keys[0], *overall)
         if self.per_parameter:
             gamma_at, vhat_at = 2 * p, 2 * p + 2 * g
             for (i, gi, vi, n), keys, median in zip(
                 self.parameter_rows, self.keys[1:], medians[1:], strict=True
             ):
-                out[keys[0]] = _reciprocal(values[p + i])
-                out[keys[1]] = 10.0**median
-                out[keys[2]] = _reciprocal(values[i])
-                if gi is not None:
-                    out[keys[3]] = values[gamma_at + gi] / n
-                    out[keys[4]] = values[gamma_at + g + gi]
-                if vi is not None:
-                    out[keys[5]] = values[vhat_at + vi] / n
-                    out[keys[6]] = values[vhat_at + h + vi]
-                    means.append(values[vhat_at + 2 * h + vi] / n)
-                else:
-                    means.append(None)
+                gamma = (
+                    None if gi is None else (values[gamma_at + gi], values[gamma_at + g + gi], n)
+                )
+                vhat = None if vi is None else (values[vhat_at + vi], values[vhat_at + h + vi], n)
+                _row_metrics(out, keys, values[p + i], median, values[i], gamma, vhat)
+                means.append(None if vi is None else values[vhat_at + 2 * h + vi] / n)
         extras = dict(zip(self.extras, values[self.extras_at :], strict=True))
         if self.nonfinite_at is not None:
             extras[self.nonfinite_key] = values[self.nonfinite_at]
@@ -287,6 +278,30 @@ def reader_for(
 ) -> StepReader:
     """The reader of this layout, made once: a run logs with a handful of layouts."""
     return StepReader(layout, watched, extras, prefix, suffixes)
+
+
+def _row_metrics(
+    out: dict[str, float],
+    keys: tuple[str, ...],
+    inv_max: float,
+    median: float,
+    inv_min: float,
+    gamma: tuple[float, float, int] | None,
+    vhat: tuple[float, float, int] | None,
+) -> None:
+    """One row's metrics into ``out``: the one definition for the overall row and each
+    parameter's. ``median`` is in log10; ``gamma`` is (coordinates with Gamma < 0, the least
+    Gamma, coordinates with Gamma) and ``vhat`` (coordinates with vhat > v, the largest vhat,
+    coordinates with vhat), or None where the row has none."""
+    out[keys[0]] = _reciprocal(inv_max)
+    out[keys[1]] = 10.0**median
+    out[keys[2]] = _reciprocal(inv_min)
+    if gamma is not None:
+        out[keys[3]] = gamma[0] / gamma[2]
+        out[keys[4]] = gamma[1]
+    if vhat is not None:
+        out[keys[5]] = vhat[0] / vhat[2]
+        out[keys[6]] = vhat[1]
 
 
 @functools.cache
