@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
 
 import lightning.pytorch as pl
 import torch
-from diagnostics_overhead import Classifier, fake_loader
-from lightning.pytorch.loggers import CSVLogger
+from diagnostics_overhead import fit
 
 import callbacks.adapters
 import callbacks.probe
@@ -127,18 +125,7 @@ def main() -> None:
         "after": (callbacks.probe, callbacks.adapters),
     }
     alternate = Alternate(modules, args.block)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=args.block * (2 * args.pairs + 3),
-            logger=CSVLogger(tmp),
-            callbacks=[alternate],
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.fit(Classifier(args.net, "amsgrad"), fake_loader(args.net, 128))
+    fit(args.net, "amsgrad", 128, args.block * (2 * args.pairs + 3), [alternate])
     before, after = alternate.steps["before"], alternate.steps["after"]
     ratios = [b / a for a, b in zip(before, after, strict=False)]
     hook = {v: statistics.median(alternate.hooks[v]) * 1e3 for v in VERSIONS}

@@ -102,6 +102,25 @@ def fake_loader(net: str, batch_size: int, batches: int = 8) -> ResidentLoader:
     return ResidentLoader(images, batch_size, shuffle=True)
 
 
+def fit(
+    net: str, optimizer: str, batch_size: int, steps: int, callbacks: list[pl.Callback]
+) -> None:
+    """``steps`` steps of ``net`` on the fake resident data, logged to a throwaway CSVLogger,
+    with nothing on but the ``callbacks``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=steps,
+            logger=CSVLogger(tmp),
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(Classifier(net, optimizer), fake_loader(net, batch_size))
+
+
 def measure(args, net: str, log_every: int, timer: HookTimer) -> dict[str, float]:
     """Seconds per step off and on, the median on/off ratio, and hook seconds per on step."""
     block = max(log_every, 20)
@@ -114,18 +133,7 @@ def measure(args, net: str, log_every: int, timer: HookTimer) -> dict[str, float
         log_every_n_steps=log_every, histogram_every_n_steps=0, compile=COMPILE[args.compile]
     )
     blocks = Blocks(diag, warmup, block, timer)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_steps=warmup + n_blocks * block,
-            logger=CSVLogger(tmp),
-            callbacks=[diag, blocks],
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        trainer.fit(Classifier(net, args.optimizer), fake_loader(net, args.batch_size))
+    fit(net, args.optimizer, args.batch_size, warmup + n_blocks * block, [diag, blocks])
     times = [b - a for a, b in zip(blocks.starts, blocks.starts[1:], strict=False)]
     off, on = times[0::2], times[1::2]
     ratios = [t / ((off[i] + off[i + 1]) / 2) for i, t in enumerate(on)]
