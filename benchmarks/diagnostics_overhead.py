@@ -10,7 +10,8 @@ off, on, off, on, ..., off, each block a multiple of log_every_n_steps long. An 
 compared with the mean of its two neighbouring off blocks, so slow drift in machine load (other
 processes on a shared machine) cancels; the median of these ratios is printed. The time spent
 inside the hooks is also measured directly: it is the added work, and less noisy than any
-difference of wall-clock times. Targets: <= 1.02x at 50, <= 1.3x at every step. The
+difference of wall-clock times. It includes the host's reading of the logging steps (the
+callback's ``flush_every_s``, ``--flush-every-s``: batches of them, read in on blocks). Targets: <= 1.02x at 50, <= 1.3x at every step. The
 logistic regression's step is ~1 ms, so its blocks are short: use more ``--pairs`` there.
 """
 
@@ -55,7 +56,13 @@ class Classifier(pl.LightningModule):
 
 class Blocks(pl.Callback):
     """After ``warmup`` steps, detaches/attaches the diagnostics every ``block`` steps and
-    records when each block starts."""
+    records when each block starts.
+
+    An off block detaches the probes without reading what waits for the host: the batches
+    grow across blocks as in a fit that is never paused, and are read in on blocks, when
+    ``flush_every_s`` or the batch limit says so (forcing a read at every block end would
+    read batches of one or two logging steps at ``log_every_n_steps`` 10 and 50, where a
+    fit reads a second's worth at once)."""
 
     def __init__(self, diag: OptimizerDiagnostics, warmup: int, block: int, timer) -> None:
         self.diag, self.warmup, self.block, self.timer = diag, warmup, block, timer
@@ -70,26 +77,44 @@ class Blocks(pl.Callback):
             self.starts.append(time.perf_counter())
             on = (done // self.block) % 2 == 1
             for probe in self.diag._probes:
-                probe.attach() if on else probe.detach()
+                probe.attach() if on else pause(probe)
 
-    def on_train_end(self, *args) -> None:
+    def on_train_end(self, *args) -> None:  # before the callback's own reads the rest
         self.starts.append(time.perf_counter())
 
 
+def pause(probe: callbacks.probe.OptimizerProbe) -> None:
+    """``probe.detach()`` without its read of the waiting logging steps."""
+    probe.flush = lambda: None
+    try:
+        probe.detach()
+    finally:
+        del probe.flush
+
+
 class HookTimer:
-    """Accumulates the time spent inside the probes' post-step hooks."""
+    """Accumulates the time spent inside the probes' post-step hooks and their flushes (a
+    flush from inside a hook counted once), and counts the hook calls."""
 
     def __init__(self) -> None:
-        self.seconds, self.calls = 0.0, 0
-        original = callbacks.probe.OptimizerProbe._after_step
+        self.seconds, self.calls, self._depth = 0.0, 0, 0
+        probe = callbacks.probe.OptimizerProbe
+        probe._after_step = self.timed(probe._after_step, counts=True)
+        probe.flush = self.timed(probe.flush, counts=False)
 
-        def timed(probe, *args):
+    def timed(self, method, counts: bool):
+        def timed(*args):
+            self._depth += 1
             start = time.perf_counter()
-            original(probe, *args)
-            self.seconds += time.perf_counter() - start
-            self.calls += 1
+            try:
+                return method(*args)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self.seconds += time.perf_counter() - start
+                self.calls += counts
 
-        callbacks.probe.OptimizerProbe._after_step = timed
+        return timed
 
 
 def fake_loader(net: str, batch_size: int, batches: int = 8) -> ResidentLoader:
@@ -130,10 +155,13 @@ def measure(args, net: str, log_every: int, timer: HookTimer) -> dict[str, float
     warmup = max(args.warmup, 2 * log_every + 1)
     pl.seed_everything(0, verbose=False)
     diag = OptimizerDiagnostics(
-        log_every_n_steps=log_every, histogram_every_n_steps=0, compile=COMPILE[args.compile]
+        log_every_n_steps=log_every,
+        histogram_every_n_steps=0,
+        compile=COMPILE[args.compile],
+        flush_every_s=args.flush_every_s,
     )
     blocks = Blocks(diag, warmup, block, timer)
-    fit(net, args.optimizer, args.batch_size, warmup + n_blocks * block, [diag, blocks])
+    fit(net, args.optimizer, args.batch_size, warmup + n_blocks * block, [blocks, diag])
     times = [b - a for a, b in zip(blocks.starts, blocks.starts[1:], strict=False)]
     off, on = times[0::2], times[1::2]
     ratios = [t / ((off[i] + off[i + 1]) / 2) for i, t in enumerate(on)]
@@ -156,6 +184,12 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=["amsgrad", "torch_adam"], default="amsgrad")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument(
+        "--flush-every-s",
+        type=float,
+        default=1.0,
+        help="OptimizerDiagnostics(flush_every_s=): 0 reads every logging step as it happens",
+    )
+    parser.add_argument(
         "--compile",
         choices=list(COMPILE),
         default="on",
@@ -167,7 +201,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     timer = HookTimer()
     print(f"batch {args.batch_size}, {args.optimizer}, cpu, {torch.get_num_threads()} threads, "
-          f"{args.pairs} on blocks per setting, resident fake data")  # fmt: skip
+          f"{args.pairs} on blocks per setting, resident fake data, "
+          f"flush_every_s={args.flush_every_s}")  # fmt: skip
     print(
         f"{'net':>9} {'log_every_n_steps':>18} {'off ms/step':>12} {'on ms/step':>11} "
         f"{'ratio':>7} {'hook ms/step':>13} {'hook share':>11}"

@@ -5,9 +5,11 @@
 The same set-up as ``diagnostics_logging_step.py`` (a network, AMSGrad after a few real steps,
 the probe at ``log_every_n_steps=1`` with the NaN count, compiled with the moments in the
 kernel), then each part of the probe's post-step hook called on its own, round after round
-(medians printed): the whole hook; inside the device side, the optimizer's ``moments_program``,
-the kernel call (inductor's wrappers included), the dedupe of the kernel's inputs and their
-cache key; then the eager ``bincount``, the transfer and the host's reading into metrics (``StepReader``). A
+(medians printed): the whole hook with the read of its own logging step (what a probe with
+``flush_every_s=0`` pays); inside the device side, the optimizer's ``moments_program``, the
+kernel call (inductor's wrappers included), the dedupe of the kernel's inputs and their cache
+key; then the host's reading (``to_host`` and ``StepReader``) of one logging step and of a
+full batch of them (``flush_every_s`` > 0 reads up to ``MAX_PENDING`` at once). A
 cProfile of the same hook inflates the many small Python calls about threefold and misleads;
 these are plain wall-clock medians. Each part called alone runs with warm caches, so the parts
 add up to less than the whole hook (about two thirds of it on logistic regression). It reads
@@ -27,6 +29,7 @@ from diagnostics_logging_step import probes
 from callbacks import compiled_stats, stats
 from callbacks.adapters import moments_program_of
 from callbacks.nonfinite import watched_tensors
+from callbacks.probe import MAX_PENDING
 from lit_amsgrad.compiled import signature
 
 
@@ -51,11 +54,15 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         )
 
     result = device()
-    counts = stats.histogram(result.bins, len(params))
-    values, host_counts = stats.to_host(result.packed, [], counts)
-    suffixes = probe._suffixes(params)
+    suffixes = probe._suffixes(ids, params)
     reader = stats.reader_for(result.layout, True, (), "diag", suffixes)
-    step = reader(values, host_counts)
+
+    def read(steps: int) -> Callable[[], object]:
+        packed, counts = [result.packed] * steps, [result.counts] * steps
+        return lambda: reader(*stats.to_host(packed, [[]] * steps, counts))
+
+    values, host_counts = stats.to_host([result.packed], [[]], [result.counts])
+    step = reader(values, host_counts)[0]
     program = moments_program_of(opt, params)
     prevs = [p for p in compiled_stats._prevs(probe._prev, True, ids) if p is not None]
     slots = [*program.tensors, *prevs, *watched]
@@ -71,6 +78,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
     def hook() -> None:
         with torch.no_grad():
             probe._after_step(opt, (), {})
+        probe.flush()  # each call reads its own logging step: the unbatched host cost
 
     return {
         "whole post-step hook": hook,
@@ -80,12 +88,11 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         "  distinct inputs": lambda: compiled_stats.distinct_inputs(slots),
         "  signature (cache key)": lambda: signature(structure, inputs),
         "tensors watched for NaN": lambda: [t for _, _, t in watched_tensors(opt, probe.names)],
-        "bincount": lambda: stats.histogram(result.bins, len(params)),
-        "transfer (to_host)": lambda: stats.to_host(result.packed, [], counts),
-        "reader (reader_for + metrics)": lambda: stats.reader_for(
-            result.layout, True, (), "diag", suffixes
-        )(values, host_counts),
-        "  medians_from_hist": lambda: stats.medians_from_hist(step.rows(True), step.lo, step.hi),
+        "host: read 1 logging step": read(1),
+        f"host: read {MAX_PENDING} logging steps": read(MAX_PENDING),
+        "  medians_from_hist, 1 step": lambda: stats.medians_from_hist(
+            step.rows(True), step.lo, step.hi
+        ),
     }
 
 

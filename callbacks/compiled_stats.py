@@ -66,7 +66,7 @@ class Result(NamedTuple):
     """One logging step's device work, for the probe."""
 
     packed: Tensor  # device_stats' packed statistics
-    bins: Tensor  # and its histogram bins
+    counts: Tensor  # and its histogram counts, BINS per parameter
     snapshot: Snapshot  # inverse_lr, fresh tensors the probe may keep for the next Gamma
     layout: Layout  # how the host reads ``packed``
 
@@ -104,10 +104,10 @@ class DeviceStats:
         start = time.perf_counter()
         invs, moms = moments()
         prevs = _prevs(prev, False, ids)
-        packed, bins = device_stats(invs, prevs, moms, watched)
+        packed, counts = device_stats(invs, prevs, moms, watched)
         if len(self._eager_seconds) < EAGER_SAMPLES:
             self._eager_seconds.append(time.perf_counter() - start)
-        return Result(packed, bins, Snapshot(ids, invs, False), layout_of(invs, prevs, moms))
+        return Result(packed, counts, Snapshot(ids, invs, False), layout_of(invs, prevs, moms))
 
     def snapshot(
         self,
@@ -162,20 +162,20 @@ class DeviceStats:
             invs, moms = program.evaluate(slots[:n])
             it = iter(slots[n:])
             pvs = [next(it) if has else None for has in has_prev]
-            packed, bins = device_stats(invs, pvs, moms, list(it), log10=bits_log10)
-            return invs, moms, ((packed, bins, *invs) if keep else (packed, bins))
+            packed, counts = device_stats(invs, pvs, moms, list(it), log10=bits_log10)
+            return invs, moms, ((packed, counts, *invs) if keep else (packed, counts))
 
         structure = ("stats", program.structure, has_prev, len(watched), keep, where)
         entry = self._kernel(structure, inputs, flat_stats)
         if entry is None:
             return None
         kernel, sizes = entry
-        packed, bins, *invs = kernel(*inputs)
+        packed, counts, *invs = kernel(*inputs)
         layout = tuple((numel, p, v) for (numel, v), p in zip(sizes, has_prev, strict=True))
         snapshot = (
             Snapshot(ids, given[0], False) if given is not None else Snapshot(ids, invs, True)
         )
-        return Result(packed, bins, snapshot, layout)
+        return Result(packed, counts, snapshot, layout)
 
     def _kernel(
         self,

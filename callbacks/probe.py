@@ -17,13 +17,24 @@ takes part in the replica check's collective: what the ranks other than zero run
 
 A logging step's device work is ``callbacks.stats.device_stats`` (eager, or compiled when
 ``compile`` says so: ``callbacks.compiled_stats``), its host work the reduction of the
-transferred values to metrics (``callbacks.stats.StepReader``).
+transferred values to metrics (``callbacks.stats.StepReader``). With ``flush_every_s`` > 0
+the device work still runs at every logging step, but its results wait on the device and the
+host reads them in batches (``flush``): once ``flush_every_s`` seconds have passed since the
+oldest waiting step, or ``MAX_PENDING`` steps wait. A batch costs the host about what one
+step did (a few numpy calls over all of its steps, one transfer, one device sync), so at
+``log_every_n_steps=1`` the host's share per logging step shrinks by the batch size. The sinks
+get the same metrics at the same step numbers, in order, only later; nothing waiting is
+dropped: ``detach`` and ``log_final`` flush, and the callback flushes before
+validation, at checkpoints and on exceptions.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,10 +44,27 @@ from callbacks.adapters import MomentView, moments_of, moments_program_of
 from callbacks.compiled_stats import DeviceStats, Snapshot
 from callbacks.nonfinite import watched_tensors
 from callbacks.replicas import AllReduceMax, replica_spread, state_checksums
-from callbacks.stats import StepResult, bin_edges, histogram, reader_for, to_host
+from callbacks.stats import StepReader, StepResult, bin_edges, reader_for, to_host
 
 MetricsSink = Callable[[dict[str, float], int], None]
 HistogramSink = Callable[[dict[str, tuple[np.ndarray, np.ndarray]], int], None]
+
+#: logging steps that may wait for the host at most, whatever ``flush_every_s`` says: their
+#: results are device memory (the histogram counts: parameters x 256 integers each)
+MAX_PENDING = 64
+
+
+class Pending(NamedTuple):
+    """A logging step computed on the device and not yet read on the host."""
+
+    step: int
+    log: bool  # its metrics go to on_metrics
+    hist: bool  # its histograms go to on_histograms
+    packed: Tensor
+    extras: list[Tensor]
+    counts: Tensor
+    reader: StepReader
+    suffixes: tuple[str, ...]
 
 
 class OptimizerProbe:
@@ -44,6 +72,9 @@ class OptimizerProbe:
 
     ``on_metrics(metrics, step)`` gets the scalars, ``on_histograms({key: (counts, edges)},
     step)`` the log10 effective-step histograms (edges in log10, empty outer bins trimmed).
+    ``flush_every_s``: 0 hands each logging step to the sinks as it happens; more lets the
+    steps wait on the device and reads them in batches, at most that many seconds late (see
+    the module docstring).
     """
 
     def __init__(
@@ -63,6 +94,7 @@ class OptimizerProbe:
         replica_all_reduce_max: AllReduceMax | None = None,
         compile: bool | None = None,
         expected_steps: int | None = None,
+        flush_every_s: float = 0.0,
     ) -> None:
         self.optimizer, self.view, self.names = optimizer, view, names
         self.on_metrics, self.on_histograms = on_metrics, on_histograms
@@ -75,6 +107,10 @@ class OptimizerProbe:
         self._prev: Snapshot | None = None
         self._vhat_means: dict[str, float] = {}
         self._handle = None
+        self.flush_every_s = flush_every_s
+        self._pending: list[Pending] = []
+        self._suffix_cache: tuple[tuple[int, ...], tuple[str, ...]] = ((), ())
+        self._oldest = self._last_pended = -math.inf  # monotonic times: of the oldest waiting
 
     def attach(self) -> OptimizerProbe:
         if self._handle is None:
@@ -82,6 +118,8 @@ class OptimizerProbe:
         return self
 
     def detach(self) -> None:
+        """Stop watching; the logging steps still waiting are read first."""
+        self.flush()
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
@@ -120,6 +158,24 @@ class OptimizerProbe:
                 self._observe(log=True, hist=False, keep=False)
         finally:
             self.replica_all_reduce_max = all_reduce
+        self.flush()
+
+    def flush(self) -> None:
+        """Read the logging steps waiting on the device (one transfer per layout) and hand
+        them to the sinks in step order."""
+        pending, self._pending = self._pending, []
+        for reader, run in itertools.groupby(pending, key=lambda entry: entry.reader):
+            run = list(run)
+            values, counts = to_host(
+                [e.packed for e in run], [e.extras for e in run], [e.counts for e in run]
+            )
+            for entry, step in zip(run, reader(values, counts), strict=True):
+                if entry.log:
+                    metrics = self._with_growth(step, entry.suffixes)
+                    metrics.update(step.extras)
+                    self.on_metrics(metrics, entry.step)
+                if entry.hist and math.isfinite(step.lo) and math.isfinite(step.hi):  # NaN
+                    self.on_histograms(self._histograms(step, entry.suffixes), entry.step)
 
     def _params(self) -> list[Tensor]:
         state = self.optimizer.state
@@ -144,7 +200,7 @@ class OptimizerProbe:
             watched = (
                 [t for _, _, t in watched_tensors(self.optimizer, self.names)] if count else []
             )
-            packed, bins, snapshot, layout = self.device_stats(
+            packed, counts, snapshot, layout = self.device_stats(
                 lambda: self._moments(params),
                 lambda: moments_program_of(self.view, params),
                 ids,
@@ -153,22 +209,30 @@ class OptimizerProbe:
                 keep,
                 self._remaining_logging_steps(),
             )
-            counts = histogram(bins, len(params))
-            values, counts = to_host(packed, list(extras.values()), counts)  # the one transfer
-            suffixes = self._suffixes(params)
+            suffixes = self._suffixes(ids, params)
             reader = reader_for(layout, bool(watched), tuple(extras), self.prefix, suffixes)
-            step = reader(values, counts)
-            if log:
-                metrics = self._with_growth(step, suffixes)
-                metrics.update(step.extras)
-                self.on_metrics(metrics, self.step)
-            if hist and math.isfinite(step.lo) and math.isfinite(step.hi):  # NaN: no range
-                self.on_histograms(self._histograms(step, suffixes), self.step)
+            self._pending.append(
+                Pending(
+                    self.step, log, hist, packed, list(extras.values()), counts, reader, suffixes
+                )
+            )
+            self._flush_when_due()
         elif keep:
             snapshot = self.device_stats.snapshot(
                 lambda: self._moments(params), lambda: moments_program_of(self.view, params), ids
             )
         self._prev = snapshot if keep else None
+
+    def _flush_when_due(self) -> None:
+        """Flush unless the next logging step, as far after this one as this one came after
+        the last, would still be within ``flush_every_s`` of the oldest waiting step: fast
+        steps are read in batches, slow ones (or the first) at once."""
+        now = time.monotonic()
+        interval, self._last_pended = now - self._last_pended, now
+        if len(self._pending) == 1:
+            self._oldest = now
+        if len(self._pending) >= MAX_PENDING or now - self._oldest + interval >= self.flush_every_s:
+            self.flush()
 
     def _moments(self, params: list[Tensor]) -> tuple[list[Tensor], list]:
         invs, moments = moments_of(self.view, params)
@@ -186,12 +250,15 @@ class OptimizerProbe:
         }
         return inv.clone() if inv.data_ptr() in state_ptrs else inv
 
-    def _suffixes(self, params: list[Tensor]) -> tuple[str, ...]:
-        """The metric key suffix of each row: "" for all coordinates, then "/<name>"."""
+    def _suffixes(self, ids: tuple[int, ...], params: list[Tensor]) -> tuple[str, ...]:
+        """The metric key suffix of each row: "" for all coordinates, then "/<name>" (kept
+        for the last ``ids``: the parameters rarely change)."""
         if not self.per_parameter:
             return ("",)
-        names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
-        return ("", *(f"/{name}" for name in names))
+        if self._suffix_cache[0] != ids:
+            names = [self.names.get(id(p), f"param{i}") for i, p in enumerate(params)]
+            self._suffix_cache = (ids, ("", *(f"/{name}" for name in names)))
+        return self._suffix_cache[1]
 
     def _with_growth(self, step: StepResult, suffixes: tuple[str, ...]) -> dict[str, float]:
         """The step's metrics with vhat_growth, each row's mean vhat over the last logged."""

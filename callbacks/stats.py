@@ -10,7 +10,6 @@ and where each number sits is worked out once per layout (``StepReader``).
 
 from __future__ import annotations
 
-import bisect
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -50,9 +49,11 @@ def device_stats(
     Gamma), ``moments[i]`` its (v, vhat), ``watched`` the tensors whose NaN/inf entries are
     counted; ``log10`` is what the histogram bins each coordinate by (the compiled kernel's
     is ``callbacks.bits_log10``, the same function to round-off). Returns (packed float64
-    statistics, int32 histogram bin of every coordinate, offset by BINS per parameter);
-    ``histogram`` counts the bins. Nothing here synchronises with the device: the histogram
-    range comes from device tensors.
+    statistics, the int32 histogram counts: BINS per parameter, flat). The histogram is an
+    ``index_add`` of ones at each coordinate's bin, which the compiled kernel does in the
+    same loop that bins (an eager ``bincount`` after the kernel cost more than the kernel's
+    whole histogram on logistic regression). Nothing here synchronises with the device: the
+    histogram range comes from device tensors.
     """
     dev = invs[0].device
     extremes = [torch.aminmax(inv) for inv in invs]
@@ -85,28 +86,31 @@ def device_stats(
     bins = torch.cat(
         [_bin_index(inv, lo, scale, dev, log10) + i * BINS for i, inv in enumerate(invs)]
     )
-    return packed, bins
+    counts = torch.zeros(len(invs) * BINS, dtype=torch.int32, device=dev)
+    return packed, counts.index_add_(0, bins, torch.ones_like(bins))
 
 
-def histogram(bins: Tensor, parameters: int) -> Tensor:
-    """The BINS counts of every parameter, flat (int64), from ``device_stats``' bins."""
-    return torch.bincount(bins, minlength=parameters * BINS)
-
-
-def to_host(packed: Tensor, extras: list[Tensor], counts: Tensor) -> tuple[list[float], np.ndarray]:
-    """One logging step's results on the host: ``packed`` and then ``extras`` as floats, and
-    ``histogram``'s counts. On an accelerator that is one concatenation and one
-    device-to-host transfer; on the CPU the tensors are host memory already and are read
-    where they are (a concatenation there cost as much as reading them)."""
-    if packed.device.type == "cpu" and all(t.device.type == "cpu" for t in extras):
-        values = packed.tolist()
-        values.extend(t.item() for t in extras)
-        return values, counts.numpy()
-    parts = [packed, *extras, counts]
-    dev = packed.device
+def to_host(
+    packed: list[Tensor], extras: list[list[Tensor]], counts: list[Tensor]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logging steps of one layout on the host, all at once: their ``packed`` values, each
+    followed by that step's ``extras``, as a [steps, values] float64 array, and their
+    histogram counts as [steps, parameters * BINS]. On an accelerator that is one
+    concatenation and one device-to-host transfer (a transfer waits for the device: one per
+    read, however many logging steps it reads); on the CPU the tensors are host memory
+    already and are stacked where they are."""
+    steps, extra = len(packed), [t for step in extras for t in step]
+    if packed[0].device.type == "cpu" and all(t.device.type == "cpu" for t in extra):
+        values = torch.stack(packed)
+        if extra:
+            values = torch.cat([values, torch.stack(extra).to(torch.float64).view(steps, -1)], 1)
+        return values.numpy(), torch.stack(counts).numpy()
+    dev = packed[0].device
+    parts = [*packed, *extra, *counts]
     host = torch.cat([t.reshape(-1).to(dev, torch.float64) for t in parts]).cpu().numpy()
-    head = host.size - counts.numel()
-    return host[:head].tolist(), host[head:]
+    n, e = packed[0].numel() * steps, len(extra)
+    values = np.concatenate([host[:n].reshape(steps, -1), host[n : n + e].reshape(steps, -1)], 1)
+    return values, host[n + e :].reshape(steps, -1).astype(np.int64)
 
 
 def _nonfinite_counts(watched: list[Tensor], dev: torch.device) -> list[Tensor]:
@@ -152,23 +156,28 @@ def medians_from_hist(counts: np.ndarray, lo: float, hi: float) -> list[float]:
     """Median of log10 values per row of ``counts`` (bins of ``bin_edges(lo, hi)``),
     interpolated inside its bin: within one bin width of the lower median (the ceil(n/2)-th
     smallest value); the bins span all parameters' range."""
-    return medians_from_cumulative(counts.cumsum(axis=1).tolist(), lo, hi)
+    return medians_from_cumulative(counts.cumsum(axis=-1), lo, hi).tolist()
 
 
-def medians_from_cumulative(cumulative: list[list[float]], lo: float, hi: float) -> list[float]:
-    """``medians_from_hist`` of rows given as their cumulative counts, as Python lists: a
-    logging step has a handful of rows, and a bisection per row in Python cost less than
-    the numpy calls per row it replaced (each a few microseconds, more with cold caches)."""
-    width = max(hi - lo, 1e-12) / BINS
-    medians = []
-    for cum in cumulative:
-        half = cum[-1] * 0.5
-        k = bisect.bisect_left(cum, half)  # the first bin reaching half (cum is nondecreasing)
-        before = cum[k - 1] if k else 0
-        in_bin = cum[k] - before
-        frac = (half - before) / in_bin if in_bin > 0 else 0.0
-        medians.append(lo + (k + frac) * width)
-    return medians
+def medians_from_cumulative(
+    cumulative: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float
+) -> np.ndarray:
+    """``medians_from_hist`` of rows given as their cumulative counts ([..., BINS], any
+    leading shape; ``lo`` and ``hi`` broadcast against the leading shape): every row of every
+    logging step read together in a handful of numpy calls."""
+    width = np.maximum(np.subtract(hi, lo), 1e-12) / BINS
+    half = cumulative[..., -1] * 0.5
+    k = (cumulative < half[..., None]).sum(axis=-1)  # the first bin reaching half
+    before = np.where(k > 0, _at(cumulative, k - 1), 0)
+    in_bin = _at(cumulative, k) - before
+    frac = np.divide(half - before, in_bin, out=np.zeros(half.shape), where=in_bin > 0)
+    return lo + (k + frac) * width
+
+
+def _at(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """rows[..., index] for one index per row (clipped into the row)."""
+    index = np.clip(index, 0, rows.shape[-1] - 1)
+    return np.take_along_axis(rows, index[..., None], axis=-1)[..., 0]
 
 
 class StepResult(NamedTuple):
@@ -188,15 +197,17 @@ class StepResult(NamedTuple):
 
 
 class StepReader:
-    """Reads one logging step's host values (``to_host``) into docs/design.md's metrics.
+    """Reads logging steps' host values (``to_host``) into docs/design.md's metrics.
 
     Where each number sits in ``device_stats``' packed tensor, which rows have Gamma or vhat,
     and every key depend on the layout alone: they are worked out once here (``reader_for``
-    keeps the readers), so a logging step only indexes. Row 0 is all coordinates together
-    (the minimum of the minima, the maximum of the maxima, the sums of the counts: what an
-    all-reduce over shards would compute), then one row per parameter when ``suffixes``
-    names them. The numels and which parameters have Gamma or vhat are the host's own
-    knowledge: they are not transferred.
+    keeps the readers), so reading only indexes. It reads many logging steps of one layout
+    at once: each metric is one [steps, rows] array, all of them a handful of numpy calls
+    whatever the number of steps or parameters. Row 0 is all coordinates together (the
+    minimum of the minima, the maximum of the maxima, the sums of the counts: what an
+    all-reduce over shards would compute), then one row per parameter when ``suffixes`` names
+    them. The numels and which parameters have Gamma or vhat are the host's own knowledge:
+    they are not transferred.
     """
 
     def __init__(
@@ -213,63 +224,109 @@ class StepReader:
         g, h = len(gammas), len(vhats)
         self.parameters, self.g, self.h = p, g, h
         # packed: inv_min[p], inv_max[p], gamma_neg[g], gamma_min[g], vhat_active[h],
-        # vhat_max[h], vhat_sum[h], lo, hi, then the NaN/inf count when watched
+        # vhat_max[h], vhat_sum[h], lo, hi, then the NaN/inf count when watched, the extras
         self.lo_at = 2 * p + 2 * g + 3 * h
-        self.nonfinite_at = self.lo_at + 2 if watched else None
-        self.extras, self.extras_at = extras, self.lo_at + 2 + int(watched)
-        self.nonfinite_key = f"{prefix}/nonfinite"
-        self.gamma_n = sum(layout[i][0] for i in gammas)
-        self.vhat_n = sum(layout[i][0] for i in vhats)
-        self.keys = [_keys(prefix, suffix) for suffix in suffixes]
+        self.extra_keys = (*extras, *((f"{prefix}/nonfinite",) if watched else ()))
+        first_extra = self.lo_at + 2 + int(watched)
+        self.extra_columns = [
+            *range(first_extra, first_extra + len(extras)),
+            *((self.lo_at + 2,) if watched else ()),
+        ]
         self.per_parameter = len(suffixes) > 1
         if self.per_parameter and len(suffixes) != p + 1:
             raise ValueError(f"{p} parameters need {p + 1} row suffixes, got {len(suffixes)}")
-        # per parameter row: (index, index among those with Gamma, among those with vhat, n)
-        self.parameter_rows = [
-            (
-                i,
-                gammas.index(i) if has_gamma and n > 0 else None,
-                vhats.index(i) if has_vhat and n > 0 else None,
-                n,
-            )
-            for i, (n, has_gamma, has_vhat) in enumerate(layout)
+        self.rows = len(suffixes)
+        self.every = list(range(p)) if self.per_parameter else []
+        self.gamma = _RowsOf(layout, gammas, self.per_parameter)
+        self.vhat = _RowsOf(layout, vhats, self.per_parameter)
+        every = list(range(self.rows))
+        #: the metrics and their rows, in the order of the columns ``__call__`` builds
+        self.metrics = (
+            ("eff_lr/min", every),
+            ("eff_lr/median", every),
+            ("eff_lr/max", every),
+            ("gamma_neg_frac", self.gamma.rows),
+            ("gamma_min", self.gamma.rows),
+            ("vhat_active_frac", self.vhat.rows),
+            ("vhat_max", self.vhat.rows),
+        )
+        self.keys = [
+            f"{prefix}/{name}{suffixes[row]}" for name, rows in self.metrics for row in rows
         ]
 
-    def __call__(self, values: list[float], counts: np.ndarray) -> StepResult:
+    def __call__(self, values: np.ndarray, counts: np.ndarray) -> list[StepResult]:
+        """``values`` [steps, values] and ``counts`` [steps, parameters * BINS] (``to_host``)
+        as one ``StepResult`` per logging step."""
         p, g, h = self.parameters, self.g, self.h
-        lo, hi = values[self.lo_at], values[self.lo_at + 1]
-        counts = counts.reshape(p, BINS)
-        cumulative = counts.cumsum(axis=1)
-        everything = cumulative.sum(axis=0).tolist()  # a sum of cumulative counts is cumulative
-        rows = [everything, *cumulative.tolist()] if self.per_parameter else [everything]
-        medians = medians_from_cumulative(rows, lo, hi)
-        out: dict[str, float] = {}
-        at = 2 * p  # gamma_neg, then gamma_min, vhat_active, vhat_max, vhat_sum
-        gamma = vhat = None
-        means: list[float | None] = [None]
-        if self.gamma_n > 0:
-            gamma = (sum(values[at : at + g]), min(values[at + g : at + 2 * g]), self.gamma_n)
-        at += 2 * g
-        if self.vhat_n > 0:
-            vhat = (sum(values[at : at + h]), max(values[at + h : at + 2 * h]), self.vhat_n)
-            means[0] = sum(values[at + 2 * h : at + 3 * h]) / self.vhat_n
-        overall = (max(values[p : 2 * p]), medians[0], min(values[:p]), gamma, vhat)
-        _row_metrics(out, self.keys[0], *overall)
+        steps = values.shape[0]
+        lo, hi = values[:, self.lo_at], values[:, self.lo_at + 1]
+        counts = counts.reshape(steps, p, BINS)
+        cumulative = counts.cumsum(axis=2)
+        rows = cumulative.sum(axis=1, keepdims=True)  # a sum of cumulative counts is cumulative
         if self.per_parameter:
-            gamma_at, vhat_at = 2 * p, 2 * p + 2 * g
-            for (i, gi, vi, n), keys, median in zip(
-                self.parameter_rows, self.keys[1:], medians[1:], strict=True
-            ):
-                gamma = (
-                    None if gi is None else (values[gamma_at + gi], values[gamma_at + g + gi], n)
-                )
-                vhat = None if vi is None else (values[vhat_at + vi], values[vhat_at + h + vi], n)
-                _row_metrics(out, keys, values[p + i], median, values[i], gamma, vhat)
-                means.append(None if vi is None else values[vhat_at + 2 * h + vi] / n)
-        extras = dict(zip(self.extras, values[self.extras_at :], strict=True))
-        if self.nonfinite_at is not None:
-            extras[self.nonfinite_key] = values[self.nonfinite_at]
-        return StepResult(out, extras, means, counts, lo, hi)
+            rows = np.concatenate([rows, cumulative], axis=1)
+        medians = medians_from_cumulative(rows, lo[:, None], hi[:, None])
+        columns = {  # each [steps, the metric's rows]
+            "eff_lr/min": _reciprocal(_rows(values[:, p : 2 * p], np.max, True, self.every)),
+            "eff_lr/median": 10.0**medians,
+            "eff_lr/max": _reciprocal(_rows(values[:, :p], np.min, True, self.every)),
+        }
+        at = 2 * p
+        if self.gamma.rows:
+            negative = self.gamma.of(values[:, at : at + g], np.sum)
+            columns["gamma_neg_frac"] = negative / self.gamma.numels
+            columns["gamma_min"] = self.gamma.of(values[:, at + g : at + 2 * g], np.min)
+        at += 2 * g
+        means: list[list[float]] = [[] for _ in range(steps)]
+        if self.vhat.rows:
+            active = self.vhat.of(values[:, at : at + h], np.sum)
+            columns["vhat_active_frac"] = active / self.vhat.numels
+            columns["vhat_max"] = self.vhat.of(values[:, at + h : at + 2 * h], np.max)
+            sums = self.vhat.of(values[:, at + 2 * h : at + 3 * h], np.sum)
+            means = (sums / self.vhat.numels).tolist()
+        table = [columns[name] for name, rows in self.metrics if rows]
+        metrics = np.concatenate(table, axis=1).tolist()
+        extras = values[:, self.extra_columns].tolist()
+        lo, hi = lo.tolist(), hi.tolist()
+        results = []
+        for k in range(steps):
+            row_means: list[float | None] = [None] * self.rows
+            for row, mean in zip(self.vhat.rows, means[k], strict=True):
+                row_means[row] = mean
+            metric = dict(zip(self.keys, metrics[k], strict=True))
+            extra = dict(zip(self.extra_keys, extras[k], strict=True))
+            results.append(StepResult(metric, extra, row_means, counts[k], lo[k], hi[k]))
+        return results
+
+
+class _RowsOf:
+    """The rows of a metric that only some parameters have (Gamma, vhat): the overall row
+    when any coordinate has it, then each parameter that has it and has coordinates (a
+    parameter without a snapshot has no Gamma); which of the packed columns fill them, and
+    each row's coordinate count."""
+
+    def __init__(self, layout: Layout, members: list[int], per_parameter: bool) -> None:
+        total = sum(layout[i][0] for i in members)
+        self.overall = total > 0
+        own = [(1 + i, j) for j, i in enumerate(members) if layout[i][0] > 0]
+        own = own if per_parameter else []
+        self.rows = ([0] if self.overall else []) + [row for row, _ in own]
+        self.columns = [j for _, j in own]
+        numels = ([total] if self.overall else []) + [layout[row - 1][0] for row, _ in own]
+        self.numels = np.array(numels, dtype=float)
+
+    def of(self, block: np.ndarray, reduce: Callable) -> np.ndarray:
+        """[steps, rows] of this metric from its packed [steps, members] ``block``."""
+        return _rows(block, reduce, self.overall, self.columns)
+
+
+def _rows(block: np.ndarray, reduce: Callable, overall: bool, columns: list[int]) -> np.ndarray:
+    """[steps, rows]: ``reduce`` over ``block``'s columns (the overall row) when ``overall``,
+    then the ``columns`` of ``block`` themselves."""
+    parts = [reduce(block, axis=1, keepdims=True)] if overall else []
+    if columns:
+        parts.append(block[:, columns])
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 @functools.lru_cache(maxsize=256)
@@ -280,36 +337,6 @@ def reader_for(
     return StepReader(layout, watched, extras, prefix, suffixes)
 
 
-def _row_metrics(
-    out: dict[str, float],
-    keys: tuple[str, ...],
-    inv_max: float,
-    median: float,
-    inv_min: float,
-    gamma: tuple[float, float, int] | None,
-    vhat: tuple[float, float, int] | None,
-) -> None:
-    """One row's metrics into ``out``: the one definition for the overall row and each
-    parameter's. ``median`` is in log10; ``gamma`` is (coordinates with Gamma < 0, the least
-    Gamma, coordinates with Gamma) and ``vhat`` (coordinates with vhat > v, the largest vhat,
-    coordinates with vhat), or None where the row has none."""
-    out[keys[0]] = _reciprocal(inv_max)
-    out[keys[1]] = 10.0**median
-    out[keys[2]] = _reciprocal(inv_min)
-    if gamma is not None:
-        out[keys[3]] = gamma[0] / gamma[2]
-        out[keys[4]] = gamma[1]
-    if vhat is not None:
-        out[keys[5]] = vhat[0] / vhat[2]
-        out[keys[6]] = vhat[1]
-
-
-@functools.cache
-def _keys(prefix: str, suffix: str) -> tuple[str, ...]:
-    names = ("eff_lr/min", "eff_lr/median", "eff_lr/max", "gamma_neg_frac", "gamma_min")
-    names += ("vhat_active_frac", "vhat_max")
-    return tuple(f"{prefix}/{name}{suffix}" for name in names)
-
-
-def _reciprocal(x: float) -> float:
-    return 1.0 / x if x != 0 else float("inf")
+def _reciprocal(x: np.ndarray) -> np.ndarray:
+    """1 / x, and inf where x is 0 (either sign: an infinite effective step)."""
+    return np.divide(1.0, x, out=np.full(x.shape, np.inf), where=x != 0)

@@ -339,8 +339,13 @@ def test_step_reader_overall_row_reduces_rows_that_lack_gamma_or_vhat():
     ]
     counts = np.zeros((3, BINS), dtype=np.int64)
     counts[:, 0] = (4, 2, 3)
-    step = StepReader(layout, True, ("diag/extra",), "diag", ("", "/a", "/b", "/c"))(
-        values, counts.reshape(-1)
+    # a second logging step read in the same call: the reader keeps the steps apart
+    later = list(values)
+    later[0], later[7], later[-1] = 0.25, 0.0, 0.5  # inv_min/a, gamma_neg/c, the extra
+    later_counts = np.zeros_like(counts)
+    later_counts[:, 1] = (4, 2, 3)
+    step, second = StepReader(layout, True, ("diag/extra",), "diag", ("", "/a", "/b", "/c"))(
+        np.array([values, later]), np.stack([counts.reshape(-1), later_counts.reshape(-1)])
     )
     m = step.metrics
     assert m["diag/eff_lr/min"] == 1 / 8.0 and m["diag/eff_lr/max"] == 1 / 0.5
@@ -353,3 +358,9 @@ def test_step_reader_overall_row_reduces_rows_that_lack_gamma_or_vhat():
     assert step.means == [6.0 / 4, 6.0 / 4, None, None]
     assert step.extras == {"diag/extra": 0.125, "diag/nonfinite": 3.0}
     assert step.rows(True).tolist() == [counts.sum(axis=0).tolist(), *counts.tolist()]
+    m2 = second.metrics
+    assert m2["diag/eff_lr/max"] == 1 / 0.25 and m2["diag/eff_lr/max/a"] == 1 / 0.25
+    assert m2["diag/gamma_neg_frac"] == 1.0 / 7 and m2["diag/gamma_neg_frac/c"] == 0.0
+    assert m2["diag/eff_lr/median"] > m["diag/eff_lr/median"]  # one bin further up
+    assert second.extras == {"diag/extra": 0.5, "diag/nonfinite": 3.0}
+    assert second.rows(True).tolist() == [later_counts.sum(axis=0).tolist(), *later_counts.tolist()]
