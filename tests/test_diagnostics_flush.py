@@ -7,12 +7,12 @@ import time
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from callbacks import OptimizerDiagnostics, OptimizerProbe, moment_view
 from callbacks.probe import MAX_PENDING
 from lit_amsgrad.optim import AMSGrad
+from tests.test_diagnostics_loggers import RecordingLogger
 
 
 def probe_pair(**batched):
@@ -96,31 +96,6 @@ def test_flush_every_s_must_be_a_finite_number_of_seconds(flush_every_s):
 
 
 # ---------------------------------------------------------------- through the Trainer
-class Recorder(Logger):
-    """Keeps every logged (step, metrics) in memory."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logged: list[tuple[int, dict]] = []
-
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    @property
-    def version(self) -> int:
-        return 0
-
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    def log_metrics(self, metrics, step=None) -> None:
-        self.logged.append((step, dict(metrics)))
-
-    def diag_steps(self) -> list[int]:
-        return [s for s, m in self.logged if "diag/eff_lr/min" in m]
-
-
 class Regression(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
@@ -153,11 +128,11 @@ class AtStep(pl.Callback):
         if self.what == "raise":
             raise RuntimeError("stop here")
         trainer.save_checkpoint(self.path)
-        self.seen_at_save = trainer.logger.diag_steps()
+        self.seen_at_save = list(trainer.logger.diag())
 
 
 def fit(tmp_path, *callbacks, steps=20):
-    logger = Recorder()
+    logger = RecordingLogger()
     diag = OptimizerDiagnostics(log_every_n_steps=1, histogram_every_n_steps=0, flush_every_s=1e6)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -177,11 +152,11 @@ def test_the_trainer_logs_every_waiting_step_by_a_checkpoint_and_by_the_end(tmp_
     trainer, logger = fit(tmp_path, at)
     trainer.fit(Regression())
     assert at.seen_at_save == list(range(1, 7))  # a resume from it continues the charts
-    assert logger.diag_steps() == list(range(1, 21))
+    assert list(logger.diag()) == list(range(1, 21))
 
 
 def test_an_exception_still_logs_the_steps_before_it(tmp_path):
     trainer, logger = fit(tmp_path, AtStep(5, "raise"))
     with pytest.raises(RuntimeError, match="stop here"):
         trainer.fit(Regression())
-    assert logger.diag_steps() == [1, 2, 3, 4, 5]
+    assert list(logger.diag()) == [1, 2, 3, 4, 5]
