@@ -160,3 +160,24 @@ def test_an_exception_still_logs_the_steps_before_it(tmp_path):
     with pytest.raises(RuntimeError, match="stop here"):
         trainer.fit(Regression())
     assert list(logger.diag()) == [1, 2, 3, 4, 5]
+
+
+def test_the_accelerator_read_splits_its_one_transfer_as_the_cpu_read_does():
+    """``to_host``'s accelerator branch (one float64 transfer for all waiting steps) gives
+    what its CPU branch gives: it runs on CPU tensors too, so it is checked without a GPU."""
+    from callbacks.stats import _by_one_transfer, to_host
+
+    g = torch.Generator().manual_seed(0)
+    for steps, extras in ((3, 2), (2, 0), (1, 1)):
+        packed = [torch.randn(9, generator=g, dtype=torch.float64) for _ in range(steps)]
+        extra = [[torch.rand((), generator=g) for _ in range(extras)] for _ in range(steps)]
+        counts = [
+            torch.randint(0, 99, (512,), generator=g, dtype=torch.int32) for _ in range(steps)
+        ]
+        values, hist = to_host(packed, extra, counts)
+        assert values.shape == (steps, 9 + extras) and hist.shape == (steps, 512)
+        flat = [t for step in extra for t in step]
+        by_transfer = _by_one_transfer(packed, flat, counts)
+        assert by_transfer[0].tolist() == values.tolist()
+        assert by_transfer[1].tolist() == hist.tolist()
+        assert values[:, 9:].tolist() == [[float(t) for t in step] for step in extra]
