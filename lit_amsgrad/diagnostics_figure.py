@@ -103,6 +103,7 @@ def run(make, periods: int) -> dict[str, np.ndarray]:
         on_metrics=lambda m, s: logged.__setitem__(s, m),
         log_every_n_steps=1,
         per_parameter=False,
+        flush_every_s=1.0,  # read in batches; detach below reads the rest
     ).attach()
     xs = []
     for t in range(1, periods * PERIOD + 1):
