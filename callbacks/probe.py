@@ -20,9 +20,9 @@ A logging step's device work is ``callbacks.stats.device_stats`` (eager, or comp
 transferred values to metrics (``callbacks.stats.StepReader``). With ``flush_every_s`` > 0
 the device work still runs at every logging step, but its results wait on the device and the
 host reads them in batches (``flush``): once ``flush_every_s`` seconds have passed since the
-oldest waiting step, or ``MAX_PENDING`` steps wait. A batch costs the host about what one
-step did (a few numpy calls over all of its steps, one transfer, one device sync), so at
-``log_every_n_steps=1`` the host's share per logging step shrinks by the batch size. The sinks
+oldest waiting step, or ``MAX_PENDING`` steps wait. A batch is the same few dozen numpy
+calls over all of its steps, one transfer and one device sync: reading 64 logging steps cost
+the host about 5x what reading one does (372 against 88 us warm on logistic regression). The sinks
 get the same metrics at the same step numbers, in order, only later; nothing waiting is
 dropped: ``detach`` and ``log_final`` flush, and the callback flushes before
 validation, at checkpoints and on exceptions.
@@ -63,8 +63,7 @@ class Pending(NamedTuple):
     packed: Tensor
     extras: list[Tensor]
     counts: Tensor
-    reader: StepReader
-    suffixes: tuple[str, ...]
+    reader: StepReader  # which also names the rows (``reader.suffixes``)
 
 
 class OptimizerProbe:
@@ -171,11 +170,11 @@ class OptimizerProbe:
             )
             for entry, step in zip(run, reader(values, counts), strict=True):
                 if entry.log:
-                    metrics = self._with_growth(step, entry.suffixes)
+                    metrics = self._with_growth(step, reader.suffixes)
                     metrics.update(step.extras)
                     self.on_metrics(metrics, entry.step)
                 if entry.hist and math.isfinite(step.lo) and math.isfinite(step.hi):  # NaN
-                    self.on_histograms(self._histograms(step, entry.suffixes), entry.step)
+                    self.on_histograms(self._histograms(step, reader.suffixes), entry.step)
 
     def _params(self) -> list[Tensor]:
         state = self.optimizer.state
@@ -212,9 +211,7 @@ class OptimizerProbe:
             suffixes = self._suffixes(ids, params)
             reader = reader_for(layout, bool(watched), tuple(extras), self.prefix, suffixes)
             self._pending.append(
-                Pending(
-                    self.step, log, hist, packed, list(extras.values()), counts, reader, suffixes
-                )
+                Pending(self.step, log, hist, packed, list(extras.values()), counts, reader)
             )
             self._flush_when_due()
         elif keep:

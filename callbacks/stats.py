@@ -50,10 +50,11 @@ def device_stats(
     counted; ``log10`` is what the histogram bins each coordinate by (the compiled kernel's
     is ``callbacks.bits_log10``, the same function to round-off). Returns (packed float64
     statistics, the int32 histogram counts: BINS per parameter, flat). The histogram is an
-    ``index_add`` of ones at each coordinate's bin, which the compiled kernel does in the
-    same loop that bins (an eager ``bincount`` after the kernel cost more than the kernel's
-    whole histogram on logistic regression). Nothing here synchronises with the device: the
-    histogram range comes from device tensors.
+    ``index_add`` of ones at each coordinate's bin, which the compiled kernel does itself (a
+    pass of atomic adds after the binning loop): in a fit it took logistic regression's
+    hook from 0.194 to 0.169 ms against an eager ``bincount`` after the kernel, and left the
+    MLP's level. Nothing here synchronises with the device: the histogram range comes from
+    device tensors.
     """
     dev = invs[0].device
     extremes = [torch.aminmax(inv) for inv in invs]
@@ -244,8 +245,8 @@ class StepReader:
         self.per_parameter = len(suffixes) > 1
         if self.per_parameter and len(suffixes) != p + 1:
             raise ValueError(f"{p} parameters need {p + 1} row suffixes, got {len(suffixes)}")
-        self.rows = len(suffixes)
-        self.every = list(range(p)) if self.per_parameter else []
+        self.suffixes, self.rows = suffixes, len(suffixes)
+        self.parameter_columns = list(range(p)) if self.per_parameter else []
         self.gamma = _RowsOf(layout, gammas, self.per_parameter)
         self.vhat = _RowsOf(layout, vhats, self.per_parameter)
         every = list(range(self.rows))
@@ -276,9 +277,11 @@ class StepReader:
             rows = np.concatenate([rows, cumulative], axis=1)
         medians = medians_from_cumulative(rows, lo[:, None], hi[:, None])
         columns = {  # each [steps, the metric's rows]
-            "eff_lr/min": _reciprocal(_rows(values[:, p : 2 * p], np.max, True, self.every)),
+            "eff_lr/min": _reciprocal(
+                _rows(values[:, p : 2 * p], np.max, True, self.parameter_columns)
+            ),
             "eff_lr/median": 10.0**medians,
-            "eff_lr/max": _reciprocal(_rows(values[:, :p], np.min, True, self.every)),
+            "eff_lr/max": _reciprocal(_rows(values[:, :p], np.min, True, self.parameter_columns)),
         }
         at = 2 * p
         if self.gamma.rows:
