@@ -24,6 +24,7 @@ happens once, when ``compile=None`` decides to compile).
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 import warnings
@@ -46,6 +47,8 @@ EAGER_SAMPLES = 3
 #: inductor's options: the wrapper in C++ (a Python wrapper cost as much as the kernel on the
 #: MNIST networks) and no size asserts (the signature already holds every input's layout)
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False}
+#: the vector width the CPU kernel is compiled for where inductor would pick AVX-512
+VECTOR_BITS = 256
 
 Moments = list[tuple[Tensor, Tensor | None]]
 Kernel = Callable[..., list[Tensor]]
@@ -199,7 +202,7 @@ class DeviceStats:
             return out
 
         try:
-            kernel, seconds = compile_flat(outputs, inputs, INDUCTOR_OPTIONS)
+            kernel, seconds = compile_flat(outputs, inputs, inductor_options())
         except Exception as error:  # noqa: BLE001 - any failure: stay eager, say so once
             self._failed = True
             warnings.warn(
@@ -213,6 +216,33 @@ class DeviceStats:
         log.info("compiled a diagnostics kernel for %d tensors in %.1f s", len(inputs), seconds)
         entry = _KERNELS[key] = (kernel, tuple(sizes))
         return entry
+
+
+def inductor_options() -> dict:
+    """``INDUCTOR_OPTIONS``, and 256-bit vectors where inductor would pick AVX-512.
+
+    The logging step's kernel is a few reductions and a histogram over every coordinate. On an
+    AVX-512 Xeon (this project's CI kind) inductor's AVX-512 code for it was 1.7x slower than
+    its AVX2 code: the MLP's kernel 509 against 291 us, logistic regression's 67 against 45
+    (one thread, alternating, ``benchmarks/diagnostics_step_parts.py``'s kernel call); in a fit
+    the MLP's ratio at every step went 1.572x -> 1.420x. Part of it is ``bits_log10``'s bit
+    casts, which inductor writes element by element and gcc vectorises at 8 lanes but not 16
+    (binning 78,400 floats: 67 us at AVX2, 261 us at AVX-512); with ``torch.log10`` instead the
+    AVX-512 kernel was still 1.3x slower than AVX2. Only the width changes, so the values are
+    the same to round-off. Elsewhere (AVX2 only, ARM, CUDA, where these options do not apply) and where
+    the user chose (``ATEN_CPU_CAPABILITY``, inductor's ``cpp.simdlen``) inductor's choice stands."""
+    from torch._inductor import config, cpu_vec_isa
+
+    options = dict(INDUCTOR_OPTIONS)
+    if os.environ.get("ATEN_CPU_CAPABILITY") or config.cpp.simdlen is not None:
+        return options  # the user chose
+    try:
+        picked, valid = cpu_vec_isa.pick_vec_isa(), cpu_vec_isa.valid_vec_isa_list()
+    except Exception:  # noqa: BLE001 - inductor's ISA probe is internal: keep its choice
+        return options
+    if picked and picked.bit_width() == 512 and any(i.bit_width() == VECTOR_BITS for i in valid):
+        options["cpp.simdlen"] = VECTOR_BITS
+    return options
 
 
 def distinct_inputs(slots: list[Tensor]) -> tuple[tuple[int, ...], list[Tensor]]:

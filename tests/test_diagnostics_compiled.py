@@ -272,3 +272,52 @@ def test_gamma_snapshots_come_from_the_path_of_the_logging_step():
         m["diag/gamma_neg_frac"] for _, m in compiled if "diag/gamma_neg_frac" in m
     ]
     assert all(m["diag/gamma_neg_frac"] == 0 for _, m in eager[1:])  # v_hat froze: Gamma = 0
+
+
+class _ISA:
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+
+    def bit_width(self) -> int:
+        return self.bits
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("picked", "valid", "env", "simdlen"),
+    [
+        (512, [512, 256], None, 256),  # AVX-512: compiled for AVX2
+        (256, [256], None, None),  # AVX2 only: inductor's choice
+        (128, [128], None, None),  # NEON
+        (512, [512], None, None),  # no 256-bit ISA to fall back to
+        (512, [512, 256], "avx512", None),  # the user chose
+    ],
+)
+def test_logging_step_kernel_is_compiled_for_avx2_where_inductor_would_pick_avx512(
+    monkeypatch, picked, valid, env, simdlen
+):
+    from torch._inductor import cpu_vec_isa
+
+    monkeypatch.setattr(cpu_vec_isa, "pick_vec_isa", lambda: _ISA(picked))
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: [_ISA(b) for b in valid])
+    if env is None:
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    else:
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", env)
+    options = compiled_stats.inductor_options()
+    assert options.get("cpp.simdlen") == simdlen
+    assert {k: v for k, v in options.items() if k != "cpp.simdlen"} == (
+        compiled_stats.INDUCTOR_OPTIONS
+    )
+
+
+def test_logging_step_kernel_keeps_a_vector_width_the_user_set(monkeypatch):
+    from torch._inductor import config, cpu_vec_isa
+
+    monkeypatch.setattr(cpu_vec_isa, "pick_vec_isa", lambda: _ISA(512))
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: [_ISA(512), _ISA(256)])
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setattr(config.cpp, "simdlen", 512)
+    assert "cpp.simdlen" not in compiled_stats.inductor_options()
