@@ -7,8 +7,9 @@ the probe at ``log_every_n_steps=1`` with the NaN count, compiled with the momen
 kernel), then each part of the probe's post-step hook called on its own, round after round
 (medians printed): the whole hook with the read of its own logging step (what a probe with
 ``flush_every_s=0`` pays); inside the device side, the optimizer's ``moments_program``, the
-kernel call (inductor's wrappers included), the dedupe of the kernel's inputs and their cache
-key; then the host's reading (``to_host`` and ``StepReader``) of one logging step and of a
+kernel call (inductor's wrappers included; and the same kernel compiled at inductor's own
+vector width, which ``compiled_stats.inductor_options`` replaces on AVX-512), the dedupe of
+the kernel's inputs and their cache key; then the host's reading (``to_host`` and ``StepReader``) of one logging step and of a
 full batch of them (``flush_every_s`` > 0 reads up to ``MAX_PENDING`` at once). A
 cProfile of the same hook inflates the many small Python calls about threefold and misleads;
 these are plain wall-clock medians. Each part called alone runs with warm caches, so the parts
@@ -69,11 +70,17 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
 
     _, inputs = compiled_stats.distinct_inputs(slots)
     # this network's logging-step kernel: the cache holds every network's, keyed by signature
-    (structure, _), (kernel, _) = next(
+    key, (kernel, _) = next(
         (key, entry)
         for key, entry in compiled_stats._KERNELS.items()
         if key[0][0] == "stats" and key == signature(key[0], inputs)
     )
+
+    # the same kernel at inductor's own vector width (AVX-512 where it would pick it): the
+    # width ``compiled_stats.inductor_options`` replaces, timed beside it
+    own_width = _at_inductors_width(key, device)
+
+    structure = key[0]
 
     def hook() -> None:
         with torch.no_grad():
@@ -85,6 +92,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         "device side (all of the below)": device,
         "  moments_program": lambda: moments_program_of(opt, params),
         "  kernel call": lambda: kernel(*inputs),
+        "  kernel call, inductor's width": lambda: own_width(*inputs),
         "  distinct inputs": lambda: compiled_stats.distinct_inputs(slots),
         "  signature (cache key)": lambda: signature(structure, inputs),
         "tensors watched for NaN": lambda: [t for _, _, t in watched_tensors(opt, probe.names)],
@@ -94,6 +102,21 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
             step.rows(True), step.lo, step.hi
         ),
     }
+
+
+def _at_inductors_width(key: tuple, device: Callable[[], object]) -> Callable[..., object]:
+    """The kernel cached under ``key``, compiled again without the vector width the project
+    sets (the cache entry is restored afterwards; where inductor's choice is the width the
+    project would set, the two are the same code)."""
+    saved, bits = compiled_stats._KERNELS.pop(key), compiled_stats.VECTOR_BITS
+    compiled_stats.VECTOR_BITS = None
+    try:
+        device()  # compiles at inductor's width under the same key
+        other, _ = compiled_stats._KERNELS[key]
+    finally:
+        compiled_stats.VECTOR_BITS = bits
+        compiled_stats._KERNELS[key] = saved
+    return other
 
 
 def main() -> None:

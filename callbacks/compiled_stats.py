@@ -47,8 +47,9 @@ EAGER_SAMPLES = 3
 #: inductor's options: the wrapper in C++ (a Python wrapper cost as much as the kernel on the
 #: MNIST networks) and no size asserts (the signature already holds every input's layout)
 INDUCTOR_OPTIONS = {"cpp_wrapper": True, "size_asserts": False}
-#: the vector width the CPU kernel is compiled for where inductor would pick AVX-512
-VECTOR_BITS = 256
+#: the vector width the CPU kernel is compiled for where inductor would pick AVX-512 (None:
+#: inductor's choice everywhere; ``benchmarks/diagnostics_step_parts.py`` times both)
+VECTOR_BITS: int | None = 256
 
 Moments = list[tuple[Tensor, Tensor | None]]
 Kernel = Callable[..., list[Tensor]]
@@ -221,20 +222,24 @@ class DeviceStats:
 def inductor_options() -> dict:
     """``INDUCTOR_OPTIONS``, and 256-bit vectors where inductor would pick AVX-512.
 
-    The logging step's kernel is a few reductions and a histogram over every coordinate. On an
-    AVX-512 Xeon (this project's CI kind) inductor's AVX-512 code for it was 1.7x slower than
-    its AVX2 code: the MLP's kernel 509 against 291 us, logistic regression's 67 against 45
-    (one thread, alternating, ``benchmarks/diagnostics_step_parts.py``'s kernel call); in a fit
-    the MLP's ratio at every step went 1.572x -> 1.420x. Part of it is ``bits_log10``'s bit
-    casts, which inductor writes element by element and gcc vectorises at 8 lanes but not 16
-    (binning 78,400 floats: 67 us at AVX2, 261 us at AVX-512); with ``torch.log10`` instead the
-    AVX-512 kernel was still 1.3x slower than AVX2. Only the width changes, so the values are
-    the same to round-off. Elsewhere (AVX2 only, ARM, CUDA, where these options do not apply) and where
-    the user chose (``ATEN_CPU_CAPABILITY``, inductor's ``cpp.simdlen``) inductor's choice stands."""
+    The logging step's kernel is a few reductions and a histogram over every coordinate. On
+    an AVX-512 Xeon (this project's CI machines) inductor's AVX-512 code for it was 1.7x
+    slower than its AVX2 code: the MLP's kernel 509 against 291 us, logistic regression's 67
+    against 45 (one thread, ``benchmarks/diagnostics_step_parts.py``); in a fit, the ratio at
+    every step went 1.579x -> 1.387x (MLP) and 1.349x -> 1.271x (logistic regression,
+    ``diagnostics_ab.py``). Part of it is ``bits_log10``'s bit casts, which inductor writes
+    element by element and gcc vectorises at 8 lanes but not at 16 (binning 78,400 floats:
+    67 us at AVX2, 261 us at AVX-512); with ``torch.log10`` instead, the AVX-512 kernel was
+    still 1.3x slower. It is this kernel's choice, not a rule: the fused optimizer step, a
+    memory-bound update, is faster at AVX-512 (1.44 against 1.50 ms) and keeps inductor's
+    width. Only the width changes, so the values agree to round-off. Elsewhere (AVX2 only,
+    ARM; CUDA, where these options do not apply) and where the user chose a width
+    (``ATEN_CPU_CAPABILITY``, inductor's ``cpp.simdlen``), inductor's choice stands."""
     from torch._inductor import config, cpu_vec_isa
 
     options = dict(INDUCTOR_OPTIONS)
-    if os.environ.get("ATEN_CPU_CAPABILITY") or config.cpp.simdlen is not None:
+    user_chose = os.environ.get("ATEN_CPU_CAPABILITY") or config.cpp.simdlen is not None
+    if VECTOR_BITS is None or user_chose:
         return options  # the user chose
     try:
         picked, valid = cpu_vec_isa.pick_vec_isa(), cpu_vec_isa.valid_vec_isa_list()

@@ -319,5 +319,16 @@ def test_logging_step_kernel_keeps_a_vector_width_the_user_set(monkeypatch):
     monkeypatch.setattr(cpu_vec_isa, "pick_vec_isa", lambda: _ISA(512))
     monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: [_ISA(512), _ISA(256)])
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
-    monkeypatch.setattr(config.cpp, "simdlen", 512)
-    assert "cpp.simdlen" not in compiled_stats.inductor_options()
+    with config.patch({"cpp.simdlen": 512}):  # monkeypatch's undo would delete the entry
+        assert "cpp.simdlen" not in compiled_stats.inductor_options()
+    assert config.cpp.simdlen is None
+
+
+def test_vector_bits_none_leaves_the_width_to_inductor(monkeypatch):
+    from torch._inductor import cpu_vec_isa
+
+    monkeypatch.setattr(cpu_vec_isa, "pick_vec_isa", lambda: _ISA(512))
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: [_ISA(512), _ISA(256)])
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setattr(compiled_stats, "VECTOR_BITS", None)
+    assert compiled_stats.inductor_options() == compiled_stats.INDUCTOR_OPTIONS
