@@ -10,6 +10,12 @@ against 491-514 us (one process, alternating, 15 rounds). Eagerly it is the othe
 ulp at the ends of its range) and 6e-14 in float64, far inside a histogram bin (1/256 of the
 range). Every special value gets what ``torch.log10`` gives: 0 -> -inf, inf -> inf, NaN and
 negatives -> NaN; subnormals are scaled into the normal range first.
+
+That measurement holds for inductor's AVX2 code. Its AVX-512 code writes the two bit casts
+element by element and gcc does not vectorise them at 16 lanes: binning 78,400 floats there
+took 261 us against 55 us with ``torch.log10`` (at AVX2: 67 against 105 us). The kernel is
+therefore compiled for AVX2 where inductor would pick AVX-512
+(``callbacks.compiled_stats.inductor_options``); this function stays what it bins by.
 """
 
 from __future__ import annotations

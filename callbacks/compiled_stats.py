@@ -223,7 +223,7 @@ def inductor_options() -> dict:
     """``INDUCTOR_OPTIONS``, and 256-bit vectors where inductor would pick AVX-512.
 
     The logging step's kernel is a few reductions and a histogram over every coordinate. On
-    an AVX-512 Xeon (this project's CI machines) inductor's AVX-512 code for it was 1.7x
+    an Intel AVX-512 Xeon (one this project runs on) inductor's AVX-512 code for it was 1.7x
     slower than its AVX2 code: the MLP's kernel 509 against 291 us, logistic regression's 67
     against 45 (one thread, ``benchmarks/diagnostics_step_parts.py``); in a fit, the ratio at
     every step went 1.579x -> 1.387x (MLP) and 1.349x -> 1.271x (logistic regression,
