@@ -8,7 +8,8 @@ kernel), then each part of the probe's post-step hook called on its own, round a
 (medians printed): the whole hook with the read of its own logging step (what a probe with
 ``flush_every_s=0`` pays); inside the device side, the optimizer's ``moments_program``, the
 kernel call (inductor's wrappers included; and the same kernel compiled at inductor's own
-vector width, which ``compiled_stats.inductor_options`` replaces on AVX-512), the dedupe of
+vector width, which ``compiled_stats.inductor_options`` replaces on AVX-512; and a floor: a
+kernel that only reads the same inputs once and writes the kept inverse_lr), the dedupe of
 the kernel's inputs and their cache key; then the host's reading (``to_host`` and ``StepReader``) of one logging step and of a
 full batch of them (``flush_every_s`` > 0 reads up to ``MAX_PENDING`` at once). A
 cProfile of the same hook inflates the many small Python calls about threefold and misleads;
@@ -26,12 +27,13 @@ from collections.abc import Callable
 
 import torch
 from diagnostics_logging_step import probes
+from torch import Tensor
 
 from callbacks import compiled_stats, stats
 from callbacks.adapters import moments_program_of
 from callbacks.nonfinite import watched_tensors
 from callbacks.probe import MAX_PENDING
-from lit_amsgrad.compiled import signature
+from lit_amsgrad.compiled import compile_flat, signature
 
 
 def parts(net: str) -> dict[str, Callable[[], object]]:
@@ -81,6 +83,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
     own_width = _at_inductors_width(key, device)
 
     structure = key[0]
+    floor = _memory_floor(inputs, [t.shape for t in kernel(*inputs)[2:]])
 
     def hook() -> None:
         with torch.no_grad():
@@ -93,6 +96,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
         "  moments_program": lambda: moments_program_of(opt, params),
         "  kernel call": lambda: kernel(*inputs),
         "  kernel call, inductor's width": lambda: own_width(*inputs),
+        "  floor: read inputs, write invs": lambda: floor(*inputs),
         "  distinct inputs": lambda: compiled_stats.distinct_inputs(slots),
         "  signature (cache key)": lambda: signature(structure, inputs),
         "tensors watched for NaN": lambda: [t for _, _, t in watched_tensors(opt, probe.names)],
@@ -117,6 +121,19 @@ def _at_inductors_width(key: tuple, device: Callable[[], object]) -> Callable[..
         compiled_stats.VECTOR_BITS = bits
         compiled_stats._KERNELS[key] = saved
     return other
+
+
+def _memory_floor(inputs: list[Tensor], kept: list[torch.Size]) -> Callable[..., object]:
+    """A kernel that only reads each of the logging step's inputs once (a sum each) and writes
+    tensors of the kept inverse_lr's shapes, compiled with the same options: the least any
+    kernel of the same inputs and outputs can cost, to judge the real one against."""
+
+    def fn(*xs: Tensor) -> list[Tensor]:
+        total = torch.stack([x.float().sum() for x in xs]).sum()
+        return [total, *(torch.full(shape, 1.0, device=total.device) * total for shape in kept)]
+
+    floor, _ = compile_flat(fn, inputs, compiled_stats.inductor_options())
+    return floor
 
 
 def main() -> None:
