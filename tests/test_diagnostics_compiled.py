@@ -332,3 +332,43 @@ def test_vector_bits_none_leaves_the_width_to_inductor(monkeypatch):
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.setattr(compiled_stats, "VECTOR_BITS", None)
     assert compiled_stats.inductor_options() == compiled_stats.INDUCTOR_OPTIONS
+
+
+def test_logging_step_kernel_compiles_with_inductor_options(monkeypatch):
+    seen = []
+    real = compiled_stats.compile_flat
+    monkeypatch.setattr(compiled_stats, "_KERNELS", {})  # a fresh cache: this probe compiles
+    monkeypatch.setattr(compiled_stats, "inductor_options", lambda: {"cpp_wrapper": True})
+
+    def recording(fn, inputs, options=None):
+        seen.append(options)
+        return real(fn, inputs, options)
+
+    monkeypatch.setattr(compiled_stats, "compile_flat", recording)
+    _run(compile=True, steps=2)
+    assert seen and all(options == {"cpp_wrapper": True} for options in seen)
+
+
+def _inductor_picks_avx512() -> bool:
+    from torch._inductor import cpu_vec_isa
+
+    isa = cpu_vec_isa.pick_vec_isa()
+    return bool(isa) and isa.bit_width() == 512
+
+
+@pytest.mark.skipif(
+    not _inductor_picks_avx512(),
+    reason="inductor picks no AVX-512 on this CPU: both widths are the same code here",
+)
+def test_the_kernel_at_avx2_width_gives_what_inductors_avx512_width_gives(monkeypatch):
+    monkeypatch.setattr(compiled_stats, "_KERNELS", {})
+    avx2, avx2_hists, _ = _run(compile=True)
+    assert compiled_stats.inductor_options().get("cpp.simdlen") == 256
+    monkeypatch.setattr(compiled_stats, "_KERNELS", {})
+    monkeypatch.setattr(compiled_stats, "VECTOR_BITS", None)
+    avx512, avx512_hists, _ = _run(compile=True)
+    _assert_same(avx2, avx512)
+    for (_, ha), (_, hb) in zip(avx2_hists, avx512_hists, strict=True):
+        assert {k: c.tolist() for k, (c, _) in ha.items()} == {
+            k: c.tolist() for k, (c, _) in hb.items()
+        }
