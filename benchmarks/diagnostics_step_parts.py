@@ -83,6 +83,7 @@ def parts(net: str) -> dict[str, Callable[[], object]]:
     own_width = _at_inductors_width(key, device)
 
     structure = key[0]
+    # the kernel returns (packed, counts, *invs): device() keeps the snapshot for Gamma
     floor = _memory_floor(inputs, [t.shape for t in kernel(*inputs)[2:]])
 
     def hook() -> None:

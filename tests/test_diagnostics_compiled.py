@@ -349,21 +349,14 @@ def test_logging_step_kernel_compiles_with_inductor_options(monkeypatch):
     assert seen and all(options == {"cpp_wrapper": True} for options in seen)
 
 
-def _inductor_picks_avx512() -> bool:
-    from torch._inductor import cpu_vec_isa
-
-    isa = cpu_vec_isa.pick_vec_isa()
-    return bool(isa) and isa.bit_width() == 512
-
-
 @pytest.mark.skipif(
-    not _inductor_picks_avx512(),
-    reason="inductor picks no AVX-512 on this CPU: both widths are the same code here",
+    "cpp.simdlen" not in compiled_stats.inductor_options(),
+    reason="the kernel keeps inductor's width on this CPU (no AVX-512, or the user set one): "
+    "there is no second width to compare",
 )
 def test_the_kernel_at_avx2_width_gives_what_inductors_avx512_width_gives(monkeypatch):
     monkeypatch.setattr(compiled_stats, "_KERNELS", {})
     avx2, avx2_hists, _ = _run(compile=True)
-    assert compiled_stats.inductor_options().get("cpp.simdlen") == 256
     monkeypatch.setattr(compiled_stats, "_KERNELS", {})
     monkeypatch.setattr(compiled_stats, "VECTOR_BITS", None)
     avx512, avx512_hists, _ = _run(compile=True)
